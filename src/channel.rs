@@ -1,0 +1,397 @@
+//! What SPSC and MPMC channels share: the options, creating and opening a region with its
+//! header, and claiming a role with a liveness lock.
+
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::{addr_of, addr_of_mut, NonNull};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Mismatch};
+use crate::layout::{
+    role_state, Config, Expected, Geometry, Header, HEADER_LEN, LAYOUT_VERSION, MAGIC, READY,
+};
+use crate::region::{lock, Backing, CreateOptions, Region};
+use crate::ring::{RingMem, Slot};
+use crate::sync::{
+    AtomicU32,
+    Ordering::{Acquire, Release},
+};
+
+/// Options for creating or opening a channel; see the setters on [`Builder`].
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub capacity: Option<u64>,
+    pub create: CreateOptions,
+    pub reclaim_stale: bool,
+    pub type_tag: Option<u64>,
+    pub open_timeout: Duration,
+    pub allow_unsealed: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            capacity: None,
+            create: CreateOptions {
+                mode: 0o600,
+                persist: false,
+                populate: false,
+                huge_pages: false,
+            },
+            reclaim_stale: false,
+            type_tag: None,
+            open_timeout: Duration::from_secs(1),
+            allow_unsealed: false,
+        }
+    }
+}
+
+/// A channel type the [`Builder`] can make (`spsc::Channel<T>` or `mpmc::Channel<T>`).
+pub(crate) trait Flavor: Sized {
+    fn expected(options: &Options) -> Expected;
+    fn geometry(options: &Options, capacity: u64) -> Result<Geometry, Error>;
+    fn from_shared(shared: Arc<Shared>) -> Self;
+}
+
+/// Options for creating or opening a channel. Get one from `Channel::builder()`.
+#[derive(Debug, Clone)]
+pub struct Builder<C> {
+    options: Options,
+    _channel: PhantomData<fn() -> C>,
+}
+
+// `Flavor` is sealed on purpose: only this crate's channel types can be built.
+#[allow(private_bounds)]
+impl<C: Flavor> Builder<C> {
+    pub(crate) fn new() -> Self {
+        Builder {
+            options: Options::default(),
+            _channel: PhantomData,
+        }
+    }
+
+    /// Slots in the ring, a power of two. Required for `create`.
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.options.capacity = Some(capacity);
+        self
+    }
+
+    /// File mode of a named region (default `0o600`: the creating user only). Set exactly,
+    /// whatever the umask.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.options.create.mode = mode;
+        self
+    }
+
+    /// Keep the name after the creator drops the channel (default: unlink it).
+    pub fn persist(mut self, persist: bool) -> Self {
+        self.options.create.persist = persist;
+        self
+    }
+
+    /// If the name exists but no live process holds it (left by a crash), remove it and
+    /// create anew. A name that a live endpoint or channel holds is never touched.
+    pub fn reclaim_stale(mut self, reclaim: bool) -> Self {
+        self.options.reclaim_stale = reclaim;
+        self
+    }
+
+    /// Prefault the whole mapping at create or open (MAP_POPULATE), so the first pass over
+    /// the ring takes no page faults.
+    pub fn populate(mut self, populate: bool) -> Self {
+        self.options.create.populate = populate;
+        self
+    }
+
+    /// Back a memfd with huge pages (MFD_HUGETLB; needs huge pages reserved in
+    /// /proc/sys/vm/nr_hugepages). For a file backing, put the file on a hugetlbfs mount.
+    pub fn huge_pages(mut self, huge: bool) -> Self {
+        self.options.create.huge_pages = huge;
+        self
+    }
+
+    /// Override the type tag (default: a hash of `type_name::<T>()`), e.g. to let two builds
+    /// that name the type differently share a channel. Size and alignment are still checked.
+    pub fn type_tag(mut self, tag: u64) -> Self {
+        self.options.type_tag = Some(tag);
+        self
+    }
+
+    /// How long `open` waits for a creator that is still initialising (default 1 s).
+    pub fn open_timeout(mut self, wait: Duration) -> Self {
+        self.options.open_timeout = wait;
+        self
+    }
+
+    /// Accept an fd in `from_fd` that lacks the memfd seals (trust every holder of the fd not
+    /// to truncate it).
+    pub fn allow_unsealed(mut self, allow: bool) -> Self {
+        self.options.allow_unsealed = allow;
+        self
+    }
+
+    /// Creates the channel's region and header.
+    pub fn create(self, backing: Backing) -> Result<C, Error> {
+        let capacity = self.options.capacity.ok_or_else(|| {
+            Error::InvalidArgument(
+                "create needs a capacity: call .capacity(n) on the builder".into(),
+            )
+        })?;
+        let geometry = C::geometry(&self.options, capacity)?;
+        Shared::create(&backing, geometry, &self.options).map(C::from_shared)
+    }
+
+    /// Opens an existing named channel, checking its header against `T`.
+    pub fn open(self, backing: Backing) -> Result<C, Error> {
+        let region = Region::open(&backing, HEADER_LEN as u64, self.options.open_timeout)?;
+        Shared::open(
+            region,
+            C::expected(&self.options),
+            self.options.open_timeout,
+        )
+        .map(C::from_shared)
+    }
+
+    /// Opens a channel from a descriptor received from elsewhere (a memfd), checking its
+    /// seals, size and header.
+    pub fn from_fd(self, fd: OwnedFd) -> Result<C, Error> {
+        let region = Region::from_fd(
+            fd,
+            HEADER_LEN as u64,
+            self.options.open_timeout,
+            self.options.allow_unsealed,
+        )?;
+        Shared::open(
+            region,
+            C::expected(&self.options),
+            self.options.open_timeout,
+        )
+        .map(C::from_shared)
+    }
+}
+
+/// A mapped, validated channel region. Shared by the channel handle and its endpoints.
+pub struct Shared {
+    region: Region,
+    geometry: Geometry,
+}
+
+impl Shared {
+    fn create(
+        backing: &Backing,
+        geometry: Geometry,
+        options: &Options,
+    ) -> Result<Arc<Shared>, Error> {
+        let region = match Region::create(backing, geometry.total_len, &options.create) {
+            Err(Error::AlreadyExists {
+                live: Some(false), ..
+            }) if options.reclaim_stale => {
+                crate::region::remove_stale(backing)?;
+                Region::create(backing, geometry.total_len, &options.create)?
+            }
+            other => other?,
+        };
+        let header = region.base().cast::<Header>();
+        // SAFETY: the region is at least total_len >= HEADER_LEN bytes, page-aligned, and
+        // nobody else can see it as READY yet; the fresh file is zero-filled, so every atomic
+        // is 0 and every role state NONE.
+        unsafe { addr_of_mut!((*header.as_ptr()).config).write_volatile(geometry.config()) };
+        region.seal()?;
+        let shared = Arc::new(Shared { region, geometry });
+        // Release: pairs with the Acquire load in `wait_ready`: an opener that sees READY sees
+        // the whole header and the seals.
+        shared.header().init.store(READY, Release);
+        Ok(shared)
+    }
+
+    fn open(region: Region, expected: Expected, wait: Duration) -> Result<Arc<Shared>, Error> {
+        let config = wait_ready(&region, wait)?;
+        let geometry = Geometry::accept(expected, &config, region.len())?;
+        Ok(Arc::new(Shared { region, geometry }))
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, lives as long as
+        // `self`, and the header's shared-mutable fields are atomics. The plain config is
+        // read once at open (volatile) and never through this reference.
+        unsafe { self.region.base().cast::<Header>().as_ref() }
+    }
+
+    pub(crate) fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The ring's memory: the header lines and `capacity` slots of `T` at the data offset.
+    pub(crate) fn ring_mem<T>(self: &Arc<Self>) -> RingMem<T> {
+        debug_assert_eq!(self.geometry.stride as usize, core::mem::size_of::<T>());
+        // SAFETY: `accept` checked data_offset + capacity * stride <= mapped length, and the
+        // data offset is aligned to max(128, align_of::<T>()) in a page-aligned mapping.
+        let slots = unsafe {
+            self.region
+                .base()
+                .as_ptr()
+                .add(self.geometry.data_offset as usize)
+        };
+        let slots = NonNull::new(slots.cast::<Slot<T>>()).expect("inside a mapping");
+        // SAFETY: header and slots are in the mapping, which the Arc<Shared> owner keeps
+        // mapped; the capacity is the validated local copy.
+        unsafe {
+            RingMem::from_raw(
+                self.region.base().cast(),
+                slots,
+                self.geometry.capacity,
+                self.clone(),
+            )
+        }
+    }
+
+    /// Claims a role: a fresh open file description with an exclusive lock on the role's
+    /// byte, then the role's state word set ACTIVE.
+    pub(crate) fn claim(
+        self: &Arc<Self>,
+        byte: u64,
+        role: &'static str,
+        state: fn(&Header) -> &AtomicU32,
+    ) -> Result<RoleGuard, Error> {
+        let fd = self.region.reopen()?;
+        match lock::try_lock(fd.as_fd(), byte, 1, true) {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::RoleTaken { role }),
+            Err(e) => {
+                return Err(crate::region::os_error(
+                    "fcntl(F_OFD_SETLK)",
+                    &self.region.describe(),
+                    e,
+                ))
+            }
+        }
+        // Release: pairs with the Acquire loads in `peer_state`; the lock is already held, so
+        // ACTIVE never describes a dead claimant.
+        state(self.header()).store(role_state::ACTIVE, Release);
+        Ok(RoleGuard {
+            shared: self.clone(),
+            fd,
+            state,
+        })
+    }
+}
+
+/// Reads the header once the creator has published READY, waiting up to `wait`.
+fn wait_ready(region: &Region, wait: Duration) -> Result<Config, Error> {
+    let header = region.base().cast::<Header>();
+    let deadline = Instant::now() + wait;
+    loop {
+        // SAFETY: the mapping holds at least HEADER_LEN bytes (checked by Region::attach);
+        // a volatile copy forms no reference to bytes a peer may be writing.
+        let config = unsafe { addr_of!((*header.as_ptr()).config).read_volatile() };
+        if config.magic != MAGIC && config.magic != [0; 8] {
+            return Err(Error::Incompatible(Mismatch {
+                field: "magic",
+                expected: format!("{MAGIC:?}"),
+                found: format!("{:?}", config.magic),
+            }));
+        }
+        if config.magic == MAGIC && config.version != LAYOUT_VERSION {
+            // Another layout may publish READY elsewhere: do not wait for it.
+            return Err(Error::Incompatible(Mismatch {
+                field: "layout version",
+                expected: LAYOUT_VERSION.to_string(),
+                found: config.version.to_string(),
+            }));
+        }
+        // SAFETY: as above; `init` is an atomic, so a shared reference to it is sound.
+        let init = unsafe { &*addr_of!((*header.as_ptr()).init) };
+        // Acquire: pairs with the Release store of READY in `Shared::create`.
+        if init.load(Acquire) == READY {
+            // Re-read after the Acquire: the first read may predate it.
+            // SAFETY: as above.
+            return Ok(unsafe { addr_of!((*header.as_ptr()).config).read_volatile() });
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotReady {
+                what: region.describe(),
+                waited: wait,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A claimed role. Dropping it marks the role CLOSED, then releases the lock (in that order,
+/// so a clean close is never mistaken for a death).
+pub(crate) struct RoleGuard {
+    shared: Arc<Shared>,
+    fd: OwnedFd,
+    state: fn(&Header) -> &AtomicU32,
+}
+
+impl RoleGuard {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The descriptor that holds this role's lock (probes of other roles go through it).
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for RoleGuard {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire loads in `peer_state`: everything this endpoint
+        // published happens before a peer sees CLOSED.
+        let header = self.shared.header();
+        (self.state)(header).store(role_state::CLOSED, Release);
+        // Wake a peer parked on either line, so it sees the close now.
+        crate::wait::notify(&header.producer);
+        crate::wait::notify(&header.consumer);
+        // The lock goes with `fd`, after this.
+    }
+}
+
+/// What became of a peer role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// No endpoint has claimed the role yet.
+    NotConnected,
+    /// A live endpoint holds the role.
+    Alive,
+    /// The last endpoint dropped it cleanly.
+    Closed,
+    /// The last endpoint's process died without closing it (killed, crashed).
+    Died,
+}
+
+impl PeerState {
+    /// Closed or died: nothing more will come from (or go to) that role until a new endpoint
+    /// claims it.
+    pub fn is_gone(self) -> bool {
+        matches!(self, PeerState::Closed | PeerState::Died)
+    }
+}
+
+/// Reads a role's state, probing its lock to tell a live endpoint from a dead one.
+pub(crate) fn peer_state(guard: &RoleGuard, byte: u64, state: &AtomicU32) -> PeerState {
+    // Acquire: pairs with the Release stores in `claim` and `RoleGuard::drop`.
+    match state.load(Acquire) {
+        role_state::NONE => PeerState::NotConnected,
+        role_state::ACTIVE => match lock::is_locked(guard.fd(), byte, 1) {
+            Ok(true) => PeerState::Alive,
+            // No lock: died, unless it closed between our two reads.
+            Ok(false) => match state.load(Acquire) {
+                role_state::CLOSED => PeerState::Closed,
+                _ => PeerState::Died,
+            },
+            // Cannot probe (should not happen on a descriptor we hold): assume alive rather
+            // than cut a healthy channel.
+            Err(_) => PeerState::Alive,
+        },
+        // CLOSED, or a value no correct peer writes: either way nobody is there.
+        _ => PeerState::Closed,
+    }
+}

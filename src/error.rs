@@ -1,0 +1,330 @@
+//! `Error`, for setting up channels, and the per-operation errors that hand a value back.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+/// Why creating, opening or claiming a channel failed. Every message says what happened and
+/// what to do about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name or file does not exist.
+    NotFound {
+        /// The path that was looked up.
+        what: String,
+    },
+    /// `create` found the name taken.
+    AlreadyExists {
+        /// The path that exists.
+        what: String,
+        /// Whether a live process still holds it (`None`: could not be told).
+        live: Option<bool>,
+    },
+    /// The OS refused access (file mode, owner, or handoff policy).
+    PermissionDenied {
+        /// The path or object refused.
+        what: String,
+    },
+    /// The filesystem behind the region is too small for it.
+    NoSpace {
+        /// The directory (tmpfs mount) that ran out.
+        dir: String,
+        /// Bytes the region needs.
+        needed: u64,
+        /// Bytes that were free there, when that could be read.
+        available: Option<u64>,
+    },
+    /// The region was made for another type, version or kind of channel, or its header does
+    /// not describe it.
+    Incompatible(Mismatch),
+    /// The creator had not finished initialising the region within the wait.
+    NotReady {
+        /// The region.
+        what: String,
+        /// How long `open` waited.
+        waited: Duration,
+    },
+    /// A memfd lacks the seals that stop a peer from resizing it under us.
+    Unsealed {
+        /// The seals that are missing.
+        missing: &'static str,
+    },
+    /// A peer wrote an impossible value into the shared header.
+    Corrupt(Corruption),
+    /// A live endpoint already holds this role.
+    RoleTaken {
+        /// `"producer"` or `"consumer"`.
+        role: &'static str,
+    },
+    /// An argument was out of range (capacity not a power of two, a name with a slash, ...).
+    InvalidArgument(String),
+    /// Any other OS error.
+    Io {
+        /// The operation that failed.
+        op: &'static str,
+        /// The path or object it was applied to.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// One header field that did not match what the opener expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The header field.
+    pub field: &'static str,
+    /// What this process expected there.
+    pub expected: String,
+    /// What the region holds.
+    pub found: String,
+}
+
+/// A counter read from shared memory that no correct peer could have written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corruption {
+    /// The shared counter.
+    pub counter: &'static str,
+    /// The value read.
+    pub found: u64,
+    /// The lowest value that would have been possible.
+    pub min: u64,
+    /// The highest value that would have been possible.
+    pub max: u64,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shared {} is {}, outside the possible range {}..={}: a peer process wrote an impossible \
+             value (a bug or a hostile peer); stop using this channel and recreate it",
+            self.counter, self.found, self.min, self.max
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound { what } => write!(
+                f,
+                "{what} does not exist: create it first, or check the name"
+            ),
+            Error::AlreadyExists { what, live } => {
+                write!(f, "{what} already exists")?;
+                match live {
+                    Some(true) => write!(f, " and a live process holds it: pick another name"),
+                    Some(false) => write!(
+                        f,
+                        " but no live process holds it (left by a crash): create with \
+                         reclaim_stale(true), or remove it with Channel::remove"
+                    ),
+                    None => write!(f, ": pick another name, or remove it if it is stale"),
+                }
+            }
+            Error::PermissionDenied { what } => write!(
+                f,
+                "permission denied on {what}: it belongs to another user or its mode excludes you; \
+                 create it with a mode that admits your user, or run as its owner"
+            ),
+            Error::NoSpace {
+                dir,
+                needed,
+                available,
+            } => {
+                write!(f, "not enough space in {dir} for a {needed}-byte region")?;
+                if let Some(free) = available {
+                    write!(f, " ({free} bytes free)")?;
+                }
+                write!(
+                    f,
+                    ": make the channel smaller, or the tmpfs larger (docker run --shm-size=..., \
+                     Kubernetes emptyDir.sizeLimit, mount -o remount,size=...)"
+                )
+            }
+            Error::Incompatible(m) => write!(
+                f,
+                "incompatible region: {} expected {}, found {}; both sides must use the same \
+                 shmlane layout, channel kind and element type (or the same type_tag)",
+                m.field, m.expected, m.found
+            ),
+            Error::NotReady { what, waited } => write!(
+                f,
+                "{what} was not initialised within {waited:?}: its creator may still be starting \
+                 (open again later) or died during create (remove the name)"
+            ),
+            Error::Unsealed { missing } => write!(
+                f,
+                "the memfd lacks seals {missing}, so a peer could resize it under us; seal it, or \
+                 opt in with allow_unsealed(true) if you trust every holder of the fd"
+            ),
+            Error::Corrupt(c) => c.fmt(f),
+            Error::RoleTaken { role } => write!(
+                f,
+                "the {role} role is held by a live endpoint: a channel has one {role}; drop the \
+                 other one first"
+            ),
+            Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
+            Error::Io { op, what, source } => write!(f, "{op} on {what} failed: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<Corruption> for Error {
+    fn from(c: Corruption) -> Error {
+        Error::Corrupt(c)
+    }
+}
+
+/// `try_push` failed; the value comes back.
+#[derive(PartialEq, Eq)]
+pub enum TryPushError<T> {
+    /// The ring is full.
+    Full(T),
+    /// The consumer is gone (closed or died); nothing will ever read the value.
+    Disconnected(T),
+    /// The shared header holds an impossible value.
+    Corrupt(T, Corruption),
+}
+
+/// A blocking push failed; the value comes back.
+#[derive(PartialEq, Eq)]
+pub enum PushError<T> {
+    /// The ring stayed full for the whole timeout.
+    Timeout(T),
+    /// The consumer is gone (closed or died).
+    Disconnected(T),
+    /// The shared header holds an impossible value.
+    Corrupt(T, Corruption),
+}
+
+/// `try_pop` found nothing to return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryPopError {
+    /// The ring is empty and the producer is still there.
+    Empty,
+    /// The ring is empty and the producer is gone: nothing more will come.
+    Disconnected,
+    /// The shared header holds an impossible value.
+    Corrupt(Corruption),
+}
+
+/// A blocking pop returned without a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PopError {
+    /// The ring stayed empty for the whole timeout.
+    Timeout,
+    /// The ring is empty and the producer is gone: nothing more will come.
+    Disconnected,
+    /// The shared header holds an impossible value.
+    Corrupt(Corruption),
+}
+
+/// A chunk could not be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    /// Fewer slots (or items) than asked for; this many are there now.
+    TooFew(usize),
+    /// The peer is gone (and, for a read, the ring is drained).
+    Disconnected,
+    /// A blocking reservation waited its whole timeout.
+    Timeout,
+    /// The shared header holds an impossible value.
+    Corrupt(Corruption),
+}
+
+macro_rules! value_error {
+    ($name:ident { $($variant:ident($($extra:ident)?) => $text:literal),* }) => {
+        impl<T> $name<T> {
+            /// The value that was not pushed.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $($name::$variant(value $(, $extra)?) => { $(let _ = $extra;)? value })*
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant(_ $(, $extra)?) => {
+                        write!(f, concat!(stringify!($variant), "(..)"))?;
+                        $(write!(f, " {:?}", $extra)?;)?
+                        Ok(())
+                    })*
+                }
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant(_ $(, $extra)?) => {
+                        f.write_str($text)?;
+                        $(write!(f, ": {}", $extra)?;)?
+                        Ok(())
+                    })*
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $name<T> {}
+    };
+}
+
+value_error!(TryPushError {
+    Full() => "the ring is full",
+    Disconnected() => "the consumer is gone",
+    Corrupt(c) => "the shared header is corrupt"
+});
+value_error!(PushError {
+    Timeout() => "the ring stayed full until the timeout",
+    Disconnected() => "the consumer is gone",
+    Corrupt(c) => "the shared header is corrupt"
+});
+
+macro_rules! plain_error {
+    ($name:ident { $($variant:ident $(($extra:ident))? => $text:literal),* }) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $($name::$variant $(($extra))? => {
+                        f.write_str($text)?;
+                        $(write!(f, ": {}", $extra)?;)?
+                        Ok(())
+                    })*
+                }
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
+plain_error!(TryPopError {
+    Empty => "the ring is empty",
+    Disconnected => "the producer is gone and the ring is drained",
+    Corrupt(c) => "the shared header is corrupt"
+});
+plain_error!(PopError {
+    Timeout => "the ring stayed empty until the timeout",
+    Disconnected => "the producer is gone and the ring is drained",
+    Corrupt(c) => "the shared header is corrupt"
+});
+plain_error!(ChunkError {
+    TooFew(n) => "fewer slots or items than asked for; available now",
+    Disconnected => "the peer is gone",
+    Timeout => "the wait timed out",
+    Corrupt(c) => "the shared header is corrupt"
+});

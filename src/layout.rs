@@ -1,0 +1,462 @@
+//! The shared header at the start of every region, and its validation.
+//!
+//! ```text
+//! offset  size  field                    written by
+//!      0   64   Config (plain, Pod)      creator, before READY; never again
+//!     64    4   init                     creator: READY, last, with Release
+//!     68    4   producer_state           SPSC producer role: NONE/ACTIVE/CLOSED
+//!     72    4   consumer_state           SPSC consumer role
+//!    128  128   producer Line            producer: tail; consumers park on its event word
+//!    256  128   consumer Line            consumer: head; producers park on its event word
+//!    384  4*R   registry (MPMC)          one state word per endpoint slot
+//!   data_offset (128-aligned)            the slots
+//! ```
+//!
+//! Each writer owns a 128-byte group (x86 prefetches cache lines in pairs), so a push touches
+//! only the producer's line and a pop only the consumer's. The role-state words sit in the
+//! first group, which is otherwise read-only, so checking them on every operation is an L1
+//! hit.
+
+use crate::error::{Error, Mismatch};
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// First eight bytes of every shmlane region.
+pub(crate) const MAGIC: [u8; 8] = *b"SHMLANE\0";
+/// Bumped on any change to this file's layout or to a ring's protocol.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// `init` once the creator has written everything else.
+pub(crate) const READY: u32 = 0x5245_4459; // "REDY"
+/// Alignment unit of every writer-owned group and of the slot array.
+pub(crate) const GROUP: usize = 128;
+/// Byte length of [`Header`], the fixed part before the registry.
+pub(crate) const HEADER_LEN: usize = 3 * GROUP;
+
+/// What a region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    Spsc = 1,
+}
+
+impl Kind {
+    fn name(raw: u32) -> String {
+        match raw {
+            1 => "SPSC".into(),
+            2 => "MPMC".into(),
+            other => format!("unknown kind {other}"),
+        }
+    }
+}
+
+/// Role state words (`producer_state`, `consumer_state`, registry entries).
+pub(crate) mod role_state {
+    /// No endpoint has claimed the role yet.
+    pub(crate) const NONE: u32 = 0;
+    /// An endpoint claimed it and has not closed it. With no live lock: it died.
+    pub(crate) const ACTIVE: u32 = 1;
+    /// The last endpoint closed it cleanly.
+    pub(crate) const CLOSED: u32 = 2;
+}
+
+/// The static part of the header: written once by the creator before READY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub(crate) struct Config {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub kind: u32,
+    pub capacity: u64,
+    pub slot_size: u32,
+    pub slot_align: u32,
+    pub type_tag: u64,
+    pub data_offset: u64,
+    pub total_len: u64,
+    pub registry_len: u32,
+    pub _reserved: u32,
+}
+
+/// One writer's group: a position counter, the event word its peers park on, and how many
+/// are parked there.
+#[repr(C, align(128))]
+pub(crate) struct Line {
+    /// SPSC: tail (producer line) or head (consumer line). Never wraps in practice (u64).
+    pub pos: AtomicU64,
+    /// Futex word: bumped by this line's owner after it makes progress, when `waiters` > 0.
+    pub event: AtomicU32,
+    /// Peers parked on `event`.
+    pub waiters: AtomicU32,
+}
+
+/// The fixed header. Lives at offset 0 of a mapping, or on the heap under loom and miri.
+#[repr(C, align(128))]
+pub(crate) struct Header {
+    pub config: Config,
+    pub init: AtomicU32,
+    pub producer_state: AtomicU32,
+    pub consumer_state: AtomicU32,
+    pub producer: Line,
+    pub consumer: Line,
+}
+
+#[cfg(not(shmlane_loom))]
+mod pinned {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+    use static_assertions::const_assert_eq;
+
+    const_assert_eq!(size_of::<Config>(), 64);
+    const_assert_eq!(offset_of!(Config, version), 8);
+    const_assert_eq!(offset_of!(Config, kind), 12);
+    const_assert_eq!(offset_of!(Config, capacity), 16);
+    const_assert_eq!(offset_of!(Config, slot_size), 24);
+    const_assert_eq!(offset_of!(Config, slot_align), 28);
+    const_assert_eq!(offset_of!(Config, type_tag), 32);
+    const_assert_eq!(offset_of!(Config, data_offset), 40);
+    const_assert_eq!(offset_of!(Config, total_len), 48);
+    const_assert_eq!(offset_of!(Config, registry_len), 56);
+    const_assert_eq!(offset_of!(Header, init), 64);
+    const_assert_eq!(offset_of!(Header, producer_state), 68);
+    const_assert_eq!(offset_of!(Header, consumer_state), 72);
+    const_assert_eq!(offset_of!(Header, producer), 128);
+    const_assert_eq!(offset_of!(Header, consumer), 256);
+    const_assert_eq!(offset_of!(Line, pos), 0);
+    const_assert_eq!(offset_of!(Line, event), 8);
+    const_assert_eq!(offset_of!(Line, waiters), 12);
+    const_assert_eq!(size_of::<Line>(), GROUP);
+    const_assert_eq!(size_of::<Header>(), HEADER_LEN);
+    const_assert_eq!(align_of::<Header>(), GROUP);
+}
+
+/// A stable 64-bit FNV-1a hash: the default type tag hashes `type_name::<T>()`.
+pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
+
+/// The default type tag of `T`.
+pub(crate) fn type_tag_of<T>() -> u64 {
+    fnv1a(core::any::type_name::<T>().as_bytes())
+}
+
+/// Everything a process needs to know about a region, computed from its own `T` and
+/// arguments and then checked against the header: after `open`, nothing is read back from
+/// shared memory to decide where anything is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub kind: Kind,
+    pub capacity: u64,
+    pub slot_size: u32,
+    pub slot_align: u32,
+    /// Bytes from one slot to the next (MPMC slots carry a sequence word).
+    pub stride: u64,
+    pub type_tag: u64,
+    pub registry_len: u32,
+    pub data_offset: u64,
+    pub total_len: u64,
+}
+
+fn round_up(value: u64, to: u64) -> Option<u64> {
+    Some(value.checked_add(to - 1)? & !(to - 1))
+}
+
+impl Geometry {
+    /// The layout for `capacity` slots of `stride` bytes each. Errors name the argument that
+    /// made it impossible.
+    pub(crate) fn new(
+        kind: Kind,
+        capacity: u64,
+        slot_size: usize,
+        slot_align: usize,
+        stride: usize,
+        type_tag: u64,
+        registry_len: u32,
+    ) -> Result<Geometry, Error> {
+        if capacity == 0 || !capacity.is_power_of_two() {
+            return Err(Error::InvalidArgument(format!(
+                "capacity must be a power of two and at least 1, got {capacity}"
+            )));
+        }
+        if slot_align > 4096 {
+            return Err(Error::InvalidArgument(format!(
+                "slot alignment {slot_align} exceeds the page size (4096)"
+            )));
+        }
+        let registry_bytes = u64::from(registry_len) * 4;
+        let data_offset = round_up(
+            HEADER_LEN as u64 + registry_bytes,
+            GROUP.max(slot_align) as u64,
+        )
+        .expect("small constants cannot overflow");
+        let total_len = (stride as u64)
+            .checked_mul(capacity)
+            .and_then(|bytes| bytes.checked_add(data_offset))
+            .filter(|&len| len <= isize::MAX as u64)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "capacity {capacity} x {stride}-byte slots does not fit in memory"
+                ))
+            })?;
+        Ok(Geometry {
+            kind,
+            capacity,
+            slot_size: slot_size as u32,
+            slot_align: slot_align as u32,
+            stride: stride as u64,
+            type_tag,
+            registry_len,
+            data_offset,
+            total_len,
+        })
+    }
+
+    /// The header a creator writes for this geometry (`init` is published separately).
+    pub(crate) fn config(&self) -> Config {
+        Config {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            kind: self.kind as u32,
+            capacity: self.capacity,
+            slot_size: self.slot_size,
+            slot_align: self.slot_align,
+            type_tag: self.type_tag,
+            data_offset: self.data_offset,
+            total_len: self.total_len,
+            registry_len: self.registry_len,
+            _reserved: 0,
+        }
+    }
+
+    /// Checks a header read from a region against what this process expects, field by field,
+    /// then returns the geometry with the region's capacity and registry size.
+    /// `expected.capacity`/`registry_len` are ignored: they are the creator's choice.
+    pub(crate) fn accept(
+        expected: Expected,
+        found: &Config,
+        file_len: u64,
+    ) -> Result<Geometry, Error> {
+        let mismatch = |field: &'static str, expected: String, found: String| {
+            Error::Incompatible(Mismatch {
+                field,
+                expected,
+                found,
+            })
+        };
+        if found.magic != MAGIC {
+            return Err(mismatch(
+                "magic",
+                format!("{MAGIC:?}"),
+                format!("{:?}", found.magic),
+            ));
+        }
+        if found.version != LAYOUT_VERSION {
+            return Err(mismatch(
+                "layout version",
+                LAYOUT_VERSION.to_string(),
+                found.version.to_string(),
+            ));
+        }
+        if found.kind != expected.kind as u32 {
+            return Err(mismatch(
+                "kind",
+                Kind::name(expected.kind as u32),
+                Kind::name(found.kind),
+            ));
+        }
+        if found.slot_size as usize != expected.slot_size {
+            return Err(mismatch(
+                "slot size",
+                expected.slot_size.to_string(),
+                found.slot_size.to_string(),
+            ));
+        }
+        if found.slot_align as usize != expected.slot_align {
+            return Err(mismatch(
+                "slot align",
+                expected.slot_align.to_string(),
+                found.slot_align.to_string(),
+            ));
+        }
+        if found.type_tag != expected.type_tag {
+            return Err(mismatch(
+                "type tag",
+                format!("{:#018x}", expected.type_tag),
+                format!("{:#018x}", found.type_tag),
+            ));
+        }
+        if found.capacity == 0 || !found.capacity.is_power_of_two() {
+            return Err(mismatch(
+                "capacity",
+                "a power of two".into(),
+                found.capacity.to_string(),
+            ));
+        }
+        if expected.kind == Kind::Spsc && found.registry_len != 0 {
+            return Err(mismatch(
+                "registry length",
+                "0".into(),
+                found.registry_len.to_string(),
+            ));
+        }
+        let geometry = Geometry::new(
+            expected.kind,
+            found.capacity,
+            expected.slot_size,
+            expected.slot_align,
+            expected.stride,
+            expected.type_tag,
+            found.registry_len,
+        )
+        .map_err(|_| {
+            mismatch(
+                "capacity",
+                "a size that fits in memory".into(),
+                found.capacity.to_string(),
+            )
+        })?;
+        if found.data_offset != geometry.data_offset {
+            return Err(mismatch(
+                "data offset",
+                geometry.data_offset.to_string(),
+                found.data_offset.to_string(),
+            ));
+        }
+        if found.total_len != geometry.total_len {
+            return Err(mismatch(
+                "total length",
+                geometry.total_len.to_string(),
+                found.total_len.to_string(),
+            ));
+        }
+        if file_len < geometry.total_len {
+            return Err(mismatch(
+                "file size",
+                format!("at least {} bytes (as the header says)", geometry.total_len),
+                format!("{file_len} bytes"),
+            ));
+        }
+        Ok(geometry)
+    }
+}
+
+/// What an opener knows about the region it wants, from its own `T`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expected {
+    pub kind: Kind,
+    pub slot_size: usize,
+    pub slot_align: usize,
+    pub stride: usize,
+    pub type_tag: u64,
+}
+
+impl Header {
+    /// A header on the heap (loom models, miri, unit tests): all counters zero, both roles
+    /// active.
+    #[cfg(any(test, shmlane_loom))]
+    pub(crate) fn new_heap(config: Config) -> Header {
+        Header {
+            config,
+            init: AtomicU32::new(READY),
+            producer_state: AtomicU32::new(role_state::ACTIVE),
+            consumer_state: AtomicU32::new(role_state::ACTIVE),
+            producer: Line::new(),
+            consumer: Line::new(),
+        }
+    }
+}
+
+impl Line {
+    #[cfg(any(test, shmlane_loom))]
+    fn new() -> Line {
+        Line {
+            pos: AtomicU64::new(0),
+            event: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+}
+
+#[cfg(all(test, not(shmlane_loom)))]
+mod tests {
+    use super::*;
+
+    fn expected_u64() -> Expected {
+        Expected {
+            kind: Kind::Spsc,
+            slot_size: 8,
+            slot_align: 8,
+            stride: 8,
+            type_tag: 7,
+        }
+    }
+
+    fn geometry_u64(capacity: u64) -> Geometry {
+        Geometry::new(Kind::Spsc, capacity, 8, 8, 8, 7, 0).unwrap()
+    }
+
+    #[test]
+    fn geometry_places_slots_after_the_header() {
+        let g = geometry_u64(1024);
+        assert_eq!(g.data_offset, HEADER_LEN as u64);
+        assert_eq!(g.total_len, HEADER_LEN as u64 + 8 * 1024);
+    }
+
+    #[test]
+    fn capacity_must_be_a_power_of_two() {
+        for bad in [0, 3, 1000] {
+            assert!(matches!(
+                Geometry::new(Kind::Spsc, bad, 8, 8, 8, 7, 0),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        assert!(matches!(
+            Geometry::new(Kind::Spsc, 1 << 62, 8, 8, 8, 7, 0),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn accept_names_the_mismatching_field() {
+        let good = geometry_u64(16).config();
+        let len = geometry_u64(16).total_len;
+        assert_eq!(
+            Geometry::accept(expected_u64(), &good, len).unwrap(),
+            geometry_u64(16)
+        );
+        type Corrupt = fn(&mut Config);
+        let cases: [(&str, Corrupt); 9] = [
+            ("magic", |c| c.magic[0] = b'X'),
+            ("layout version", |c| c.version = 99),
+            ("kind", |c| c.kind = 2),
+            ("slot size", |c| c.slot_size = 16),
+            ("slot align", |c| c.slot_align = 4),
+            ("type tag", |c| c.type_tag = 8),
+            ("capacity", |c| c.capacity = 12),
+            ("data offset", |c| c.data_offset = 0),
+            ("total length", |c| c.total_len = 1 << 40),
+        ];
+        for (field, corrupt) in cases {
+            let mut config = good;
+            corrupt(&mut config);
+            match Geometry::accept(expected_u64(), &config, len) {
+                Err(Error::Incompatible(m)) => assert_eq!(m.field, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        match Geometry::accept(expected_u64(), &good, len - 1) {
+            Err(Error::Incompatible(m)) => assert_eq!(m.field, "file size"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

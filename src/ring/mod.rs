@@ -1,0 +1,148 @@
+//! The ring algorithms, over a header's [`Line`]s and a slot array. They know nothing of files:
+//! the memory is a mapping in normal use, and the heap under loom, miri and unit tests, through
+//! the one [`RingMem`] type.
+
+pub(crate) mod spsc;
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::layout::{Header, Line};
+use crate::sync::UnsafeCell;
+
+/// One slot of an SPSC ring. Always holds a valid `T` (`T: Pod`, and the memory starts
+/// zeroed), so a copy out never reads uninitialised bytes.
+pub(crate) type Slot<T> = UnsafeCell<T>;
+
+/// Where a ring lives: the header's two lines and the slots, plus an owner that keeps that
+/// memory alive as long as any endpoint uses it.
+pub(crate) struct RingMem<T> {
+    header: NonNull<Header>,
+    slots: NonNull<Slot<T>>,
+    /// Process-local copy; a power of two. Never re-read from shared memory.
+    capacity: u64,
+    _owner: Arc<dyn Send + Sync>,
+}
+
+impl<T> Clone for RingMem<T> {
+    fn clone(&self) -> Self {
+        RingMem {
+            _owner: self._owner.clone(),
+            ..*self
+        }
+    }
+}
+
+// SAFETY: RingMem is a pair of pointers into memory kept alive by `_owner` (which is Send +
+// Sync); the ring protocol decides who touches which slot, and slots hold `T: Send` values.
+unsafe impl<T: Send> Send for RingMem<T> {}
+
+impl<T> RingMem<T> {
+    /// # Safety
+    /// `header` must point to a valid, initialised [`Header`] and `slots` to `capacity`
+    /// consecutive slots, both kept alive (and not unmapped) by `owner`; `capacity` must be a
+    /// power of two.
+    pub(crate) unsafe fn from_raw(
+        header: NonNull<Header>,
+        slots: NonNull<Slot<T>>,
+        capacity: u64,
+        owner: Arc<dyn Send + Sync>,
+    ) -> Self {
+        debug_assert!(capacity.is_power_of_two());
+        RingMem {
+            header,
+            slots,
+            capacity,
+            _owner: owner,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: from_raw's contract: valid and kept alive by `_owner`, which we hold.
+        unsafe { self.header.as_ref() }
+    }
+
+    #[inline(always)]
+    pub(crate) fn producer_line(&self) -> &Line {
+        &self.header().producer
+    }
+
+    #[inline(always)]
+    pub(crate) fn consumer_line(&self) -> &Line {
+        &self.header().consumer
+    }
+
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The slot a position maps to. Always in bounds: the index is masked with the local
+    /// capacity, whatever the position.
+    #[inline(always)]
+    pub(crate) fn slot(&self, pos: u64) -> &Slot<T> {
+        let index = (pos & (self.capacity - 1)) as usize;
+        // SAFETY: index < capacity, and from_raw guarantees `capacity` live slots.
+        unsafe { &*self.slots.as_ptr().add(index) }
+    }
+
+    /// Raw pointer to the `T` in the slot of `pos`, for building chunk slices.
+    #[cfg(not(shmlane_loom))]
+    #[inline(always)]
+    pub(crate) fn slot_ptr(&self, pos: u64) -> *mut T {
+        self.slot(pos).with_mut(|p| p)
+    }
+
+    /// Splits `len` slots from `pos` into the run up to the end of the array and the run that
+    /// wraps around to its start: `(first len, second len)`.
+    #[inline(always)]
+    pub(crate) fn split(&self, pos: u64, len: usize) -> (usize, usize) {
+        let index = pos & (self.capacity - 1);
+        let first = len.min((self.capacity - index) as usize);
+        (first, len - first)
+    }
+}
+
+/// Heap storage for a ring: what loom, miri and unit tests run the real ring code on.
+#[cfg(any(test, shmlane_loom))]
+pub(crate) struct HeapRing<T> {
+    // Owned only to be freed with the ring: reached through RingMem's pointers.
+    _header: Box<Header>,
+    _slots: Box<[Slot<T>]>,
+}
+
+// SAFETY: the header holds only atomics and plain data; slots are reached only through the
+// ring protocol, which hands each slot to one side at a time.
+#[cfg(any(test, shmlane_loom))]
+unsafe impl<T: Send> Sync for HeapRing<T> {}
+// SAFETY: as above; moving the owner moves no slot.
+#[cfg(any(test, shmlane_loom))]
+unsafe impl<T: Send> Send for HeapRing<T> {}
+
+#[cfg(any(test, shmlane_loom))]
+impl<T: bytemuck::Zeroable + Send + 'static> RingMem<T> {
+    /// A ring of `capacity` (a power of two) zeroed slots on the heap.
+    pub(crate) fn heap(kind: crate::layout::Kind, capacity: u64) -> RingMem<T> {
+        let geometry = crate::layout::Geometry::new(
+            kind,
+            capacity,
+            core::mem::size_of::<T>(),
+            core::mem::align_of::<T>(),
+            core::mem::size_of::<T>(),
+            crate::layout::type_tag_of::<T>(),
+            0,
+        )
+        .expect("heap rings are built with a power-of-two capacity");
+        let header = Box::new(Header::new_heap(geometry.config()));
+        let slots: Box<[Slot<T>]> = (0..capacity)
+            .map(|_| UnsafeCell::new(T::zeroed()))
+            .collect();
+        let header_ptr = NonNull::from(&*header);
+        let slots_ptr = NonNull::new(slots.as_ptr() as *mut Slot<T>).expect("a box is non-null");
+        let owner = Arc::new(HeapRing { _header: header, _slots: slots });
+        // SAFETY: both pointers point into boxes owned by `owner`; moving a Box does not move
+        // its heap allocation; there are `capacity` slots.
+        unsafe { RingMem::from_raw(header_ptr, slots_ptr, capacity, owner) }
+    }
+}

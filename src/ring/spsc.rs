@@ -1,0 +1,371 @@
+//! Single-producer single-consumer ring: Lamport's queue with cached peer counters (as in
+//! rtrb). `tail` and `head` are u64 counts of items ever pushed and popped; the slot of a
+//! count is `count & (capacity - 1)`, so all `capacity` slots hold items (none is kept empty
+//! to tell full from empty: `tail - head` does that).
+//!
+//! Each side keeps its own counter locally and a cached copy of the peer's, and re-reads the
+//! peer's shared counter only when its cache says full (producer) or empty (consumer): an
+//! uncontended push touches only the producer's line and the slot.
+//!
+//! The peer's counter comes from shared memory, so it is checked before use: the head may
+//! only move forward and never pass the tail; the tail may only move forward and never run
+//! more than `capacity` ahead of the head. Anything else is [`Corruption`]; indices are always
+//! masked with the local capacity, so even an unchecked value could not leave the slot array.
+
+use super::RingMem;
+use crate::error::Corruption;
+use crate::sync::Ordering::{Acquire, Release};
+
+/// The producer's half of the protocol.
+pub(crate) struct Producer<T> {
+    mem: RingMem<T>,
+    /// Items pushed, as far as this producer knows: authoritative, the shared tail is only a
+    /// publication of it.
+    tail: u64,
+    /// Last head read from the consumer's line.
+    head_cache: u64,
+}
+
+/// The consumer's half of the protocol.
+pub(crate) struct Consumer<T> {
+    mem: RingMem<T>,
+    head: u64,
+    /// Last tail read from the producer's line.
+    tail_cache: u64,
+}
+
+/// Checks a (head, tail) pair read at attach time.
+fn check_pair(head: u64, tail: u64, capacity: u64) -> Result<(), Corruption> {
+    if tail < head || tail - head > capacity {
+        return Err(Corruption {
+            counter: "tail",
+            found: tail,
+            min: head,
+            max: head.saturating_add(capacity),
+        });
+    }
+    Ok(())
+}
+
+impl<T: Copy> Producer<T> {
+    /// Takes over the producer side of a ring, continuing from its shared tail.
+    pub(crate) fn attach(mem: RingMem<T>) -> Result<Self, Corruption> {
+        // Acquire: pairs with the Release stores of a previous producer's `commit` and the
+        // consumer's `release`, so we continue from what they published.
+        let tail = mem.producer_line().pos.load(Acquire);
+        let head = mem.consumer_line().pos.load(Acquire);
+        check_pair(head, tail, mem.capacity())?;
+        Ok(Producer {
+            mem,
+            tail,
+            head_cache: head,
+        })
+    }
+
+    #[inline(always)]
+    fn cached_free(&self) -> usize {
+        (self.mem.capacity() - (self.tail - self.head_cache)) as usize
+    }
+
+    /// Free slots: the cached count when it is at least `want`, else a fresh one.
+    #[inline]
+    pub(crate) fn free(&mut self, want: usize) -> Result<usize, Corruption> {
+        let free = self.cached_free();
+        if free >= want {
+            return Ok(free);
+        }
+        self.refresh()?;
+        Ok(self.cached_free())
+    }
+
+    #[cold]
+    fn refresh(&mut self) -> Result<(), Corruption> {
+        // Acquire: pairs with the Release store in `Consumer::release`, so the consumer's
+        // reads of the slots it released happen before we overwrite them.
+        let head = self.mem.consumer_line().pos.load(Acquire);
+        if head < self.head_cache || head > self.tail {
+            return Err(Corruption {
+                counter: "head",
+                found: head,
+                min: self.head_cache,
+                max: self.tail,
+            });
+        }
+        self.head_cache = head;
+        Ok(())
+    }
+
+    /// Pushes one value if a slot is free: `Ok(false)` when full.
+    #[inline]
+    pub(crate) fn push(&mut self, value: T) -> Result<bool, Corruption> {
+        if self.free(1)? == 0 {
+            return Ok(false);
+        }
+        // SAFETY: the slot at `tail` is free (tail - head < capacity): the consumer has
+        // released it and will not read it until we publish a tail past it.
+        self.mem
+            .slot(self.tail)
+            .with_mut(|p| unsafe { p.write(value) });
+        self.commit(1);
+        Ok(true)
+    }
+
+    /// Pushes as many values from the front of `values` as fit, with one publication.
+    #[inline]
+    pub(crate) fn push_slice(&mut self, values: &[T]) -> Result<usize, Corruption> {
+        let n = self.free(values.len())?.min(values.len());
+        let (first, _) = self.mem.split(self.tail, n);
+        self.write_run(self.tail, &values[..first]);
+        self.write_run(self.tail + first as u64, &values[first..n]);
+        self.commit(n);
+        Ok(n)
+    }
+
+    /// Copies `values` into consecutive free slots from `pos` (no wrap inside the run).
+    #[inline(always)]
+    fn write_run(&self, pos: u64, values: &[T]) {
+        #[cfg(not(shmlane_loom))]
+        // SAFETY: the caller passes a run of free slots that does not wrap (see `split`), so
+        // `values.len()` slots from `pos` are in the array and owned by the producer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(values.as_ptr(), self.mem.slot_ptr(pos), values.len())
+        };
+        #[cfg(shmlane_loom)]
+        for (i, value) in values.iter().enumerate() {
+            // SAFETY: as above, slot by slot.
+            self.mem
+                .slot(pos + i as u64)
+                .with_mut(|p| unsafe { p.write(*value) });
+        }
+    }
+
+    /// Publishes the next `n` slots, which the caller has written.
+    #[inline(always)]
+    pub(crate) fn commit(&mut self, n: usize) {
+        debug_assert!(n <= self.cached_free());
+        self.tail += n as u64;
+        // Release: pairs with the Acquire load in `Consumer::refresh`; makes the slot writes
+        // above visible before the tail that covers them.
+        self.mem.producer_line().pos.store(self.tail, Release);
+    }
+
+    /// The count of the next slot to write.
+    #[inline(always)]
+    pub(crate) fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    pub(crate) fn mem(&self) -> &RingMem<T> {
+        &self.mem
+    }
+}
+
+impl<T: Copy> Consumer<T> {
+    /// Takes over the consumer side of a ring, continuing from its shared head.
+    pub(crate) fn attach(mem: RingMem<T>) -> Result<Self, Corruption> {
+        // Acquire: pairs with the Release stores in `Consumer::release` (of a previous
+        // consumer) and `Producer::commit`.
+        let head = mem.consumer_line().pos.load(Acquire);
+        let tail = mem.producer_line().pos.load(Acquire);
+        check_pair(head, tail, mem.capacity())?;
+        Ok(Consumer {
+            mem,
+            head,
+            tail_cache: tail,
+        })
+    }
+
+    #[inline(always)]
+    fn cached_available(&self) -> usize {
+        (self.tail_cache - self.head) as usize
+    }
+
+    /// Items ready: the cached count when it is at least `want`, else a fresh one.
+    #[inline]
+    pub(crate) fn available(&mut self, want: usize) -> Result<usize, Corruption> {
+        let available = self.cached_available();
+        if available >= want {
+            return Ok(available);
+        }
+        self.refresh()?;
+        Ok(self.cached_available())
+    }
+
+    #[cold]
+    fn refresh(&mut self) -> Result<(), Corruption> {
+        // Acquire: pairs with the Release store in `Producer::commit`, so the slot writes it
+        // published are visible before we read them.
+        let tail = self.mem.producer_line().pos.load(Acquire);
+        let max = self.head.saturating_add(self.mem.capacity());
+        if tail < self.tail_cache || tail > max {
+            return Err(Corruption {
+                counter: "tail",
+                found: tail,
+                min: self.tail_cache,
+                max,
+            });
+        }
+        self.tail_cache = tail;
+        Ok(())
+    }
+
+    /// Pops one value if there is one: `Ok(None)` when empty.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Result<Option<T>, Corruption> {
+        if self.available(1)? == 0 {
+            return Ok(None);
+        }
+        // SAFETY: head < tail: the producer published this slot and will not write it again
+        // until we release it; it holds a valid T (T: Pod, memory initialised).
+        let value = self.mem.slot(self.head).with(|p| unsafe { p.read() });
+        self.release(1);
+        Ok(Some(value))
+    }
+
+    /// Pops as many values as are ready into the front of `out`, with one publication.
+    #[inline]
+    pub(crate) fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, Corruption> {
+        let n = self.available(out.len())?.min(out.len());
+        let (first, _) = self.mem.split(self.head, n);
+        self.read_run(self.head, &mut out[..first]);
+        self.read_run(self.head + first as u64, &mut out[first..n]);
+        self.release(n);
+        Ok(n)
+    }
+
+    /// Copies consecutive ready slots from `pos` into `out` (no wrap inside the run).
+    #[inline(always)]
+    fn read_run(&self, pos: u64, out: &mut [T]) {
+        #[cfg(not(shmlane_loom))]
+        // SAFETY: the caller passes a run of published slots that does not wrap, so
+        // `out.len()` slots from `pos` are in the array and owned by the consumer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.mem.slot_ptr(pos), out.as_mut_ptr(), out.len())
+        };
+        #[cfg(shmlane_loom)]
+        for (i, slot) in out.iter_mut().enumerate() {
+            // SAFETY: as above, slot by slot.
+            *slot = self.mem.slot(pos + i as u64).with(|p| unsafe { p.read() });
+        }
+    }
+
+    /// Hands the next `n` slots, which the caller has read, back to the producer.
+    #[inline(always)]
+    pub(crate) fn release(&mut self, n: usize) {
+        debug_assert!(n <= self.cached_available());
+        self.head += n as u64;
+        // Release: pairs with the Acquire load in `Producer::refresh`; our reads of the
+        // slots happen before the producer may overwrite them.
+        self.mem.consumer_line().pos.store(self.head, Release);
+    }
+
+    /// The count of the next slot to read.
+    #[inline(always)]
+    pub(crate) fn head(&self) -> u64 {
+        self.head
+    }
+
+    pub(crate) fn mem(&self) -> &RingMem<T> {
+        &self.mem
+    }
+}
+
+#[cfg(all(test, not(shmlane_loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::Kind;
+    use crate::sync::Ordering::Relaxed;
+
+    fn ring(capacity: u64) -> (Producer<u64>, Consumer<u64>) {
+        let mem = RingMem::<u64>::heap(Kind::Spsc, capacity);
+        (
+            Producer::attach(mem.clone()).unwrap(),
+            Consumer::attach(mem).unwrap(),
+        )
+    }
+
+    #[test]
+    fn holds_exactly_capacity_items() {
+        let (mut tx, mut rx) = ring(4);
+        for i in 0..4 {
+            assert_eq!(tx.push(i), Ok(true));
+        }
+        assert_eq!(tx.push(99), Ok(false));
+        for i in 0..4 {
+            assert_eq!(rx.pop(), Ok(Some(i)));
+        }
+        assert_eq!(rx.pop(), Ok(None));
+    }
+
+    #[test]
+    fn slices_wrap_around_in_order() {
+        let (mut tx, mut rx) = ring(8);
+        let mut next_in = 0u64;
+        let mut next_out = 0u64;
+        for round in 0..50 {
+            let batch: Vec<u64> = (next_in..next_in + 5).collect();
+            let pushed = tx.push_slice(&batch).unwrap();
+            next_in += pushed as u64;
+            let mut out = [0u64; 8];
+            let popped = rx.pop_slice(&mut out[..(round % 7) + 1]).unwrap();
+            for value in &out[..popped] {
+                assert_eq!(*value, next_out);
+                next_out += 1;
+            }
+        }
+        let mut out = [0u64; 8];
+        let popped = rx.pop_slice(&mut out).unwrap();
+        for value in &out[..popped] {
+            assert_eq!(*value, next_out);
+            next_out += 1;
+        }
+        assert_eq!(next_out, next_in);
+    }
+
+    #[test]
+    fn impossible_counters_are_corruption() {
+        let (mut tx, mut rx) = ring(4);
+        tx.push(1).unwrap();
+        rx.pop().unwrap();
+        // A tail more than capacity ahead of the head.
+        rx.mem().producer_line().pos.store(1 + 5, Relaxed);
+        assert_eq!(
+            rx.pop(),
+            Err(Corruption {
+                counter: "tail",
+                found: 6,
+                min: 1,
+                max: 5
+            })
+        );
+        // A head that moves backwards.
+        let (mut tx, mut rx) = ring(4);
+        tx.push_slice(&[0, 1, 2, 3]).unwrap();
+        assert_eq!(rx.pop(), Ok(Some(0)));
+        assert_eq!(tx.push(4), Ok(true)); // re-reads head = 1
+        tx.mem().consumer_line().pos.store(0, Relaxed);
+        assert_eq!(
+            tx.push(5),
+            Err(Corruption {
+                counter: "head",
+                found: 0,
+                min: 1,
+                max: 5
+            })
+        );
+        // A head beyond the tail.
+        tx.mem().consumer_line().pos.store(6, Relaxed);
+        assert_eq!(
+            tx.push(5),
+            Err(Corruption {
+                counter: "head",
+                found: 6,
+                min: 1,
+                max: 5
+            })
+        );
+        // Attaching to a ring whose counters are already impossible.
+        rx.mem().producer_line().pos.store(100, Relaxed);
+        assert!(Consumer::attach(rx.mem().clone()).is_err());
+    }
+}

@@ -1,0 +1,672 @@
+//! Single-producer single-consumer channels of `T: Pod` between processes.
+//!
+//! ```no_run
+//! use shmlane::{spsc, Backing};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Process A
+//! let chan = spsc::Channel::<u64>::create(Backing::shm("doc-ticks"), 1024)?;
+//! let mut tx = chan.producer()?;
+//! tx.push(42)?;
+//!
+//! // Process B
+//! let chan = spsc::Channel::<u64>::open(Backing::shm("doc-ticks"))?;
+//! let mut rx = chan.consumer()?;
+//! assert_eq!(rx.pop()?, 42);
+//! # Ok(()) }
+//! ```
+//!
+//! # Roles and disconnects
+//! One live producer and one live consumer at a time, each holding an OFD lock on the
+//! region's file. Dropping an endpoint closes its role; a killed process's lock is released by
+//! the kernel, which the peer notices (within [`wait::PARK_SLICE`](crate::WaitMode) when
+//! blocked). The consumer always drains every item committed before the producer went away,
+//! and only then gets `Disconnected`. A role may be claimed again after its endpoint closed or
+//! died: a new consumer continues at the first item the old one did not release, so nothing
+//! committed is lost (an item read through a [`ReadChunk`] that was not released is delivered
+//! again).
+
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use crate::channel::{peer_state, Builder, Flavor, Options, PeerState, RoleGuard, Shared};
+use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
+use crate::layout::{role_state, type_tag_of, Expected, Geometry, Header, Kind};
+use crate::region::{lock, Backing};
+use crate::ring::spsc as ring;
+use crate::sync::{AtomicU32, Ordering::Acquire};
+use crate::wait::{self, WaitMode};
+
+/// How often a non-blocking call that finds the ring full (or empty) may probe the peer's
+/// lock, a system call.
+const PROBE_INTERVAL: Duration = Duration::from_millis(1);
+
+/// A handle to an SPSC channel region. Cheap to keep; endpoints keep the region mapped on
+/// their own.
+pub struct Channel<T> {
+    shared: Arc<Shared>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> Flavor for Channel<T> {
+    fn expected(options: &Options) -> Expected {
+        Expected {
+            kind: Kind::Spsc,
+            slot_size: core::mem::size_of::<T>(),
+            slot_align: core::mem::align_of::<T>(),
+            stride: core::mem::size_of::<T>(),
+            type_tag: options.type_tag.unwrap_or_else(type_tag_of::<T>),
+        }
+    }
+
+    fn geometry(options: &Options, capacity: u64) -> Result<Geometry, Error> {
+        let e = Self::expected(options);
+        Geometry::new(
+            Kind::Spsc,
+            capacity,
+            e.slot_size,
+            e.slot_align,
+            e.stride,
+            e.type_tag,
+            0,
+        )
+    }
+
+    fn from_shared(shared: Arc<Shared>) -> Self {
+        Channel {
+            shared,
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Channel<T> {
+    /// Creates a channel of `capacity` slots (a power of two) with default options.
+    pub fn create(backing: Backing, capacity: u64) -> Result<Self, Error> {
+        Self::builder().capacity(capacity).create(backing)
+    }
+
+    /// Opens an existing named channel (`Backing::shm` or `Backing::file`), checking that it
+    /// is an SPSC channel of `T`.
+    pub fn open(backing: Backing) -> Result<Self, Error> {
+        Self::builder().open(backing)
+    }
+
+    /// Opens a channel from a memfd received from elsewhere; refuses one without the seals
+    /// against resizing (see [`Builder::allow_unsealed`]).
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, Error> {
+        Self::builder().from_fd(fd)
+    }
+
+    /// Options for create, open and from_fd.
+    pub fn builder() -> Builder<Self> {
+        Builder::new()
+    }
+
+    /// Removes a named channel left behind by a crash. Refuses (with
+    /// `Error::AlreadyExists { live: Some(true), .. }`) while any live process holds it.
+    pub fn remove(backing: Backing) -> Result<(), Error> {
+        crate::region::remove_stale(&backing)
+    }
+
+    /// Claims the producer role. `Error::RoleTaken` while another live producer holds it.
+    pub fn producer(&self) -> Result<Producer<T>, Error> {
+        let role = self
+            .shared
+            .claim(lock::PRODUCER, "producer", |h| &h.producer_state)?;
+        let ring = ring::Producer::attach(self.shared.ring_mem())?;
+        Ok(Producer {
+            ring,
+            role,
+            wait: WaitMode::default(),
+            last_probe: Instant::now(),
+        })
+    }
+
+    /// Claims the consumer role. `Error::RoleTaken` while another live consumer holds it.
+    pub fn consumer(&self) -> Result<Consumer<T>, Error> {
+        let role = self
+            .shared
+            .claim(lock::CONSUMER, "consumer", |h| &h.consumer_state)?;
+        let ring = ring::Consumer::attach(self.shared.ring_mem())?;
+        Ok(Consumer {
+            ring,
+            role,
+            wait: WaitMode::default(),
+            last_probe: Instant::now(),
+        })
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.shared.geometry().capacity as usize
+    }
+
+    /// The region's descriptor: pass it to a child (fork) or over a Unix socket, and open it
+    /// there with [`Channel::from_fd`] (after `try_clone_to_owned`).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.shared.region().fd()
+    }
+}
+
+/// Liveness of the role opposite an endpoint, with a rate limit on lock probes.
+fn gone(role: &RoleGuard, byte: u64, state: &AtomicU32, probe: bool) -> bool {
+    // Acquire: pairs with the Release stores in `claim` and `RoleGuard::drop`, so a CLOSED
+    // seen here comes after everything the peer published.
+    match state.load(Acquire) {
+        role_state::NONE => false,
+        role_state::ACTIVE => probe && peer_state(role, byte, state) == PeerState::Died,
+        _ => true,
+    }
+}
+
+fn probe_due(last_probe: &mut Instant) -> bool {
+    let now = Instant::now();
+    if now.duration_since(*last_probe) >= PROBE_INTERVAL {
+        *last_probe = now;
+        return true;
+    }
+    false
+}
+
+fn deadline(timeout: Duration) -> Option<Instant> {
+    Some(
+        Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(far_future),
+    )
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// The sending end. `Send`, not `Sync`: one thread uses it at a time.
+pub struct Producer<T: Pod> {
+    ring: ring::Producer<T>,
+    role: RoleGuard,
+    wait: WaitMode,
+    last_probe: Instant,
+}
+
+impl<T: Pod> Producer<T> {
+    fn header(&self) -> &Header {
+        self.role.shared().header()
+    }
+
+    fn consumer_gone(&self, probe: bool) -> bool {
+        gone(
+            &self.role,
+            lock::CONSUMER,
+            &self.header().consumer_state,
+            probe,
+        )
+    }
+
+    /// `consumer_gone`, probing the lock if the last probe is old enough.
+    fn consumer_gone_now(&mut self) -> bool {
+        let probe = probe_due(&mut self.last_probe);
+        self.consumer_gone(probe)
+    }
+
+    /// One attempt: pushed, full (`None`), or an error.
+    #[inline]
+    fn attempt(&mut self, value: T, probe: bool) -> Option<Result<(), TryPushError<T>>> {
+        if self.consumer_gone(probe) {
+            return Some(Err(TryPushError::Disconnected(value)));
+        }
+        match self.ring.push(value) {
+            Ok(true) => {
+                wait::notify(self.ring.mem().producer_line());
+                Some(Ok(()))
+            }
+            Ok(false) => None,
+            Err(c) => Some(Err(TryPushError::Corrupt(value, c))),
+        }
+    }
+
+    /// Pushes `value` if there is room, without waiting.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
+        match self.attempt(value, false) {
+            Some(result) => result,
+            // Full: worth a (rate-limited) look at whether the consumer died.
+            None if self.consumer_gone_now() => Err(TryPushError::Disconnected(value)),
+            None => Err(TryPushError::Full(value)),
+        }
+    }
+
+    /// Pushes `value`, waiting for room as the [`WaitMode`] says. Fails with the value when the
+    /// consumer is gone.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, None)
+    }
+
+    /// Like [`push`](Self::push), giving up with `PushError::Timeout(value)` after `timeout`.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, deadline(timeout))
+    }
+
+    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        let first = self.attempt(value, false);
+        let mem = self.ring.mem().clone();
+        let outcome = first.or_else(|| {
+            wait::block_on(mem.consumer_line(), self.wait, deadline, |probe| {
+                self.attempt(value, probe)
+            })
+        });
+        match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(TryPushError::Full(value))) => Err(PushError::Timeout(value)),
+            None => Err(PushError::Timeout(value)),
+            Some(Err(TryPushError::Disconnected(value))) => Err(PushError::Disconnected(value)),
+            Some(Err(TryPushError::Corrupt(value, c))) => Err(PushError::Corrupt(value, c)),
+        }
+    }
+
+    /// Pushes as many values from the front of `values` as fit now, publishing them with one
+    /// store, and returns how many (0 when full).
+    pub fn push_slice(&mut self, values: &[T]) -> Result<usize, ChunkError> {
+        if self.consumer_gone(false) {
+            return Err(ChunkError::Disconnected);
+        }
+        let n = self.ring.push_slice(values).map_err(ChunkError::Corrupt)?;
+        if n > 0 {
+            wait::notify(self.ring.mem().producer_line());
+        } else if !values.is_empty() && self.consumer_gone_now() {
+            return Err(ChunkError::Disconnected);
+        }
+        Ok(n)
+    }
+
+    /// Reserves exactly `n` free slots for writing in place; `ChunkError::TooFew(free)` when
+    /// fewer are free.
+    pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        self.reserve(n, n)
+    }
+
+    /// Reserves between 1 and `max` free slots, as many as are free; `TooFew(0)` when full.
+    pub fn write_chunk_upto(&mut self, max: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        self.reserve(1, max)
+    }
+
+    /// Waits (as the [`WaitMode`] says, at most `timeout` if given) until `n` slots are free,
+    /// then reserves them.
+    pub fn write_chunk_blocking(
+        &mut self,
+        n: usize,
+        timeout: Option<Duration>,
+    ) -> Result<WriteChunk<'_, T>, ChunkError> {
+        if n > self.ring.mem().capacity() as usize {
+            return Err(ChunkError::TooFew(
+                self.ring.free(n).map_err(ChunkError::Corrupt)?,
+            ));
+        }
+        let mem = self.ring.mem().clone();
+        let until = timeout.and_then(deadline);
+        let ready = wait::block_on(mem.consumer_line(), self.wait, until, |probe| {
+            if self.consumer_gone(probe) {
+                return Some(Err(ChunkError::Disconnected));
+            }
+            match self.ring.free(n) {
+                Ok(free) if free >= n => Some(Ok(())),
+                Ok(_) => None,
+                Err(c) => Some(Err(ChunkError::Corrupt(c))),
+            }
+        });
+        match ready {
+            Some(Ok(())) => self.reserve(n, n),
+            Some(Err(e)) => Err(e),
+            None => Err(ChunkError::Timeout),
+        }
+    }
+
+    fn reserve(&mut self, min: usize, max: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        if self.consumer_gone(false) {
+            return Err(ChunkError::Disconnected);
+        }
+        let free = self.ring.free(min).map_err(ChunkError::Corrupt)?;
+        if free < min || min > max {
+            if self.consumer_gone_now() {
+                return Err(ChunkError::Disconnected);
+            }
+            return Err(ChunkError::TooFew(free));
+        }
+        let (first, second) = self.ring.mem().split(self.ring.tail(), free.min(max));
+        Ok(WriteChunk {
+            producer: self,
+            first,
+            second,
+        })
+    }
+
+    /// Free slots now (re-reads the consumer's position).
+    pub fn slots(&mut self) -> Result<usize, Error> {
+        Ok(self.ring.free(usize::MAX)?)
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.ring.mem().capacity() as usize
+    }
+
+    /// What became of the consumer role (a lock probe: a system call).
+    pub fn consumer_state(&self) -> PeerState {
+        peer_state(&self.role, lock::CONSUMER, &self.header().consumer_state)
+    }
+
+    /// How blocking calls wait (default [`WaitMode::Adaptive`]).
+    pub fn set_wait_mode(&mut self, mode: WaitMode) {
+        self.wait = mode;
+    }
+}
+
+/// Free slots of a producer, reserved for writing in place: write them through
+/// [`as_mut_slices`](Self::as_mut_slices), then publish a prefix with
+/// [`commit`](Self::commit). Dropping it commits nothing.
+pub struct WriteChunk<'a, T: Pod> {
+    producer: &'a mut Producer<T>,
+    first: usize,
+    second: usize,
+}
+
+impl<T: Pod> WriteChunk<'_, T> {
+    /// Slots reserved.
+    pub fn len(&self) -> usize {
+        self.first + self.second
+    }
+
+    /// Whether no slot is reserved.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The reserved slots, in order: the run up to the end of the ring and the run that
+    /// wraps around (often empty). They live in the shared mapping: writes go straight to the
+    /// consumer.
+    pub fn as_mut_slices(&mut self) -> (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]) {
+        let mem = self.producer.ring.mem();
+        let tail = self.producer.ring.tail();
+        let first = mem.slot_ptr(tail).cast::<MaybeUninit<T>>();
+        let second = mem
+            .slot_ptr(tail + self.first as u64)
+            .cast::<MaybeUninit<T>>();
+        // SAFETY: the two runs are free slots (reserved above, owned by the producer until it
+        // commits them), in bounds (`split`), disjoint, and borrowed mutably through `self`
+        // for no longer than `self`.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(first, self.first),
+                std::slice::from_raw_parts_mut(second, self.second),
+            )
+        }
+    }
+
+    /// Publishes the first `n` reserved slots (at most [`len`](Self::len)) with one store.
+    ///
+    /// # Safety
+    /// The first `n` slots must have been initialised through
+    /// [`as_mut_slices`](Self::as_mut_slices) (not overwritten with `MaybeUninit::uninit()`).
+    pub unsafe fn commit(self, n: usize) {
+        let n = n.min(self.len());
+        self.producer.ring.commit(n);
+        wait::notify(self.producer.ring.mem().producer_line());
+    }
+
+    /// Writes values from `iter` into the reserved slots in order, then commits what was
+    /// written; returns that count.
+    pub fn fill_from_iter(mut self, iter: impl IntoIterator<Item = T>) -> usize {
+        let mut written = 0;
+        {
+            let (a, b) = self.as_mut_slices();
+            for (slot, value) in a.iter_mut().chain(b.iter_mut()).zip(iter) {
+                slot.write(value);
+                written += 1;
+            }
+        }
+        // SAFETY: the first `written` slots were just initialised.
+        unsafe { self.commit(written) };
+        written
+    }
+}
+
+/// The receiving end. `Send`, not `Sync`: one thread uses it at a time.
+pub struct Consumer<T: Pod> {
+    ring: ring::Consumer<T>,
+    role: RoleGuard,
+    wait: WaitMode,
+    last_probe: Instant,
+}
+
+impl<T: Pod> Consumer<T> {
+    fn header(&self) -> &Header {
+        self.role.shared().header()
+    }
+
+    fn producer_gone(&self, probe: bool) -> bool {
+        gone(
+            &self.role,
+            lock::PRODUCER,
+            &self.header().producer_state,
+            probe,
+        )
+    }
+
+    /// `producer_gone`, probing the lock if the last probe is old enough.
+    fn producer_gone_now(&mut self) -> bool {
+        let probe = probe_due(&mut self.last_probe);
+        self.producer_gone(probe)
+    }
+
+    /// One attempt: a value, empty (`None`), or an error. Disconnected only once drained.
+    #[inline]
+    fn attempt(&mut self, probe: bool) -> Option<Result<T, TryPopError>> {
+        match self.ring.pop() {
+            Ok(Some(value)) => {
+                wait::notify(self.ring.mem().consumer_line());
+                Some(Ok(value))
+            }
+            Ok(None) if self.producer_gone(probe) => {
+                // The producer's last commits happen before its close (or its death was
+                // seen after them): look once more before declaring the ring drained.
+                match self.ring.pop() {
+                    Ok(Some(value)) => {
+                        wait::notify(self.ring.mem().consumer_line());
+                        Some(Ok(value))
+                    }
+                    Ok(None) => Some(Err(TryPopError::Disconnected)),
+                    Err(c) => Some(Err(TryPopError::Corrupt(c))),
+                }
+            }
+            Ok(None) => None,
+            Err(c) => Some(Err(TryPopError::Corrupt(c))),
+        }
+    }
+
+    /// Pops a value if one is ready, without waiting.
+    #[inline]
+    pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        match self.attempt(false) {
+            Some(result) => result,
+            // Empty: worth a (rate-limited) look at whether the producer died.
+            None => {
+                let probe = probe_due(&mut self.last_probe);
+                self.attempt(probe).unwrap_or(Err(TryPopError::Empty))
+            }
+        }
+    }
+
+    /// Pops a value, waiting as the [`WaitMode`] says. `PopError::Disconnected` once the
+    /// producer is gone and every item it committed has been popped.
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(None)
+    }
+
+    /// Like [`pop`](Self::pop), giving up with `PopError::Timeout` after `timeout`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(deadline(timeout))
+    }
+
+    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+        let first = self.attempt(false);
+        let mem = self.ring.mem().clone();
+        let outcome = first.or_else(|| {
+            wait::block_on(mem.producer_line(), self.wait, deadline, |probe| {
+                self.attempt(probe)
+            })
+        });
+        match outcome {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(TryPopError::Empty)) | None => Err(PopError::Timeout),
+            Some(Err(TryPopError::Disconnected)) => Err(PopError::Disconnected),
+            Some(Err(TryPopError::Corrupt(c))) => Err(PopError::Corrupt(c)),
+        }
+    }
+
+    /// Pops as many ready values as fit into the front of `out`, releasing their slots with
+    /// one store, and returns how many (0 when empty). `Disconnected` once the producer is gone
+    /// and the ring drained.
+    pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, ChunkError> {
+        let n = self.ring.pop_slice(out).map_err(ChunkError::Corrupt)?;
+        if n > 0 {
+            wait::notify(self.ring.mem().consumer_line());
+        } else if !out.is_empty() && self.producer_gone_now() {
+            let n = self.ring.pop_slice(out).map_err(ChunkError::Corrupt)?;
+            if n == 0 {
+                return Err(ChunkError::Disconnected);
+            }
+            wait::notify(self.ring.mem().consumer_line());
+            return Ok(n);
+        }
+        Ok(n)
+    }
+
+    /// Borrows exactly `n` ready items in place; `ChunkError::TooFew(ready)` when fewer are
+    /// ready, `Disconnected` when none are and the producer is gone.
+    pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
+        self.view(n, n)
+    }
+
+    /// Borrows between 1 and `max` ready items, as many as are ready; `TooFew(0)` when empty.
+    pub fn read_chunk_upto(&mut self, max: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
+        self.view(1, max)
+    }
+
+    /// Waits (as the [`WaitMode`] says, at most `timeout` if given) until `n` items are
+    /// ready, then borrows them. If the producer goes away first: `TooFew(ready)`, or
+    /// `Disconnected` when nothing is left.
+    pub fn read_chunk_blocking(
+        &mut self,
+        n: usize,
+        timeout: Option<Duration>,
+    ) -> Result<ReadChunk<'_, T>, ChunkError> {
+        let mem = self.ring.mem().clone();
+        let until = timeout.and_then(deadline);
+        let ready = wait::block_on(mem.producer_line(), self.wait, until, |probe| {
+            match self.ring.available(n) {
+                Ok(ready) if ready >= n => Some(Ok(())),
+                Ok(_) if self.producer_gone(probe) => Some(Ok(())),
+                Ok(_) => None,
+                Err(c) => Some(Err(ChunkError::Corrupt(c))),
+            }
+        });
+        match ready {
+            Some(Ok(())) => self.view(n, n),
+            Some(Err(e)) => Err(e),
+            None => Err(ChunkError::Timeout),
+        }
+    }
+
+    fn view(&mut self, min: usize, max: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
+        let mut ready = self.ring.available(min).map_err(ChunkError::Corrupt)?;
+        if ready < min.max(1) && self.producer_gone_now() {
+            ready = self.ring.available(min).map_err(ChunkError::Corrupt)?;
+            if ready == 0 {
+                return Err(ChunkError::Disconnected);
+            }
+        }
+        if ready < min || min > max {
+            return Err(ChunkError::TooFew(ready));
+        }
+        let (first, second) = self.ring.mem().split(self.ring.head(), ready.min(max));
+        Ok(ReadChunk {
+            consumer: self,
+            first,
+            second,
+        })
+    }
+
+    /// Items ready now (re-reads the producer's position).
+    pub fn items(&mut self) -> Result<usize, Error> {
+        Ok(self.ring.available(usize::MAX)?)
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.ring.mem().capacity() as usize
+    }
+
+    /// What became of the producer role (a lock probe: a system call). After
+    /// `Disconnected`, tells whether the producer closed or died.
+    pub fn producer_state(&self) -> PeerState {
+        peer_state(&self.role, lock::PRODUCER, &self.header().producer_state)
+    }
+
+    /// How blocking calls wait (default [`WaitMode::Adaptive`]).
+    pub fn set_wait_mode(&mut self, mode: WaitMode) {
+        self.wait = mode;
+    }
+}
+
+/// Ready items of a consumer, borrowed in place: read them through
+/// [`as_slices`](Self::as_slices), then hand a prefix back with [`release`](Self::release).
+/// Dropping it releases nothing (the items stay for the next read).
+///
+/// The views point into shared memory that, by the protocol, only the consumer reads until
+/// released. A hostile peer could still write under them: with untrusted peers, copy values
+/// out with `pop`/`pop_slice` instead.
+pub struct ReadChunk<'a, T: Pod> {
+    consumer: &'a mut Consumer<T>,
+    first: usize,
+    second: usize,
+}
+
+impl<T: Pod> ReadChunk<'_, T> {
+    /// Items borrowed.
+    pub fn len(&self) -> usize {
+        self.first + self.second
+    }
+
+    /// Whether no item is borrowed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The items, in order: the run up to the end of the ring and the run that wraps around.
+    pub fn as_slices(&self) -> (&[T], &[T]) {
+        let mem = self.consumer.ring.mem();
+        let head = self.consumer.ring.head();
+        // SAFETY: both runs are published, unreleased slots (owned by the consumer until it
+        // releases them), in bounds (`split`), holding valid `T` (Pod), borrowed no longer
+        // than `self`.
+        unsafe {
+            (
+                std::slice::from_raw_parts(mem.slot_ptr(head), self.first),
+                std::slice::from_raw_parts(mem.slot_ptr(head + self.first as u64), self.second),
+            )
+        }
+    }
+
+    /// Hands the first `n` items (at most [`len`](Self::len)) back to the producer with one
+    /// store.
+    pub fn release(self, n: usize) {
+        let n = n.min(self.len());
+        self.consumer.ring.release(n);
+        wait::notify(self.consumer.ring.mem().consumer_line());
+    }
+}

@@ -1,0 +1,128 @@
+//! The loom facade: the only module that names atomic types, `UnsafeCell`, spin hints and
+//! futex wait/wake.
+//!
+//! Normal builds get `core`'s atomics and the real futex syscalls. Builds with
+//! `--cfg shmlane_loom` get loom's instrumented types instead, and a futex modelled as a loom
+//! `Mutex` + `Condvar` that re-checks the word under the lock, so a lost wake-up shows up in
+//! a model as a deadlock.
+
+#[cfg(not(shmlane_loom))]
+pub(crate) use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+#[cfg(shmlane_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(not(shmlane_loom))]
+pub(crate) use core::hint::spin_loop;
+#[cfg(shmlane_loom)]
+pub(crate) use loom::hint::spin_loop;
+
+#[cfg(shmlane_loom)]
+pub(crate) use loom::thread::yield_now;
+#[cfg(not(shmlane_loom))]
+pub(crate) use std::thread::yield_now;
+
+#[cfg(shmlane_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `core::cell::UnsafeCell` with loom's `with`/`with_mut` API, so the ring code is the same
+/// code under loom and in shared memory. `repr(transparent)`: a slice of these has the layout
+/// of a slice of `T`, which is what lets slots live in a mapping.
+#[cfg(not(shmlane_loom))]
+#[repr(transparent)]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(shmlane_loom))]
+impl<T> UnsafeCell<T> {
+    #[cfg(test)]
+    pub(crate) const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// Outcome of a futex wait. Every variant means "re-check the condition"; none is a promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// Woken by a `futex_wake`, or spuriously.
+    Woken,
+    /// The word no longer held the expected value when we tried to sleep.
+    Changed,
+    /// The timeout passed.
+    TimedOut,
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`. Shared (not `FUTEX_PRIVATE_FLAG`),
+/// so a waker in another process that maps the same page reaches us.
+#[cfg(not(shmlane_loom))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: std::time::Duration) -> Wake {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a live, aligned u32 for the duration of the call and `ts` outlives it;
+    // FUTEX_WAIT only reads both.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+    if rc == 0 {
+        return Wake::Woken;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Wake::Changed,
+        Some(libc::ETIMEDOUT) => Wake::TimedOut,
+        // EINTR and anything unexpected: the caller re-checks its condition either way.
+        _ => Wake::Woken,
+    }
+}
+
+/// Wakes every waiter parked on `word`, in any process.
+#[cfg(not(shmlane_loom))]
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not access the memory.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
+    }
+}
+
+#[cfg(shmlane_loom)]
+loom::lazy_static! {
+    // One lock and condvar stand in for every futex word: a wake notifies all, and each
+    // waiter re-checks its own word under the lock, exactly the futex contract.
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
+}
+
+/// Loom model of FUTEX_WAIT: checks the word under the lock, so a wake that follows the
+/// waker's store cannot slip between our check and our sleep. Timeouts are not modelled (a
+/// model must not depend on time): the wait lasts until a wake.
+#[cfg(shmlane_loom)]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: std::time::Duration) -> Wake {
+    let guard = FUTEX.0.lock().unwrap();
+    if word.load(Ordering::SeqCst) != expected {
+        return Wake::Changed;
+    }
+    drop(FUTEX.1.wait(guard).unwrap());
+    Wake::Woken
+}
+
+/// Loom model of FUTEX_WAKE: taking the lock orders this wake after any waiter's check.
+#[cfg(shmlane_loom)]
+pub(crate) fn futex_wake_all(_word: &AtomicU32) {
+    let _guard = FUTEX.0.lock().unwrap();
+    FUTEX.1.notify_all();
+}
