@@ -343,14 +343,8 @@ impl RoleGuard {
 
 impl Drop for RoleGuard {
     fn drop(&mut self) {
-        // Release: pairs with the Acquire loads in `peer_state`: everything this endpoint
-        // published happens before a peer sees CLOSED.
-        let header = self.shared.header();
-        (self.state)(header).store(role_state::CLOSED, Release);
-        // Wake a peer parked on either line, so it sees the close now.
-        crate::wait::notify(&header.producer);
-        crate::wait::notify(&header.consumer);
-        // The lock goes with `fd`, after this.
+        // CLOSED first, the lock (with `fd`) after: a clean close is never taken for a death.
+        crate::ring::close(self.shared.header(), (self.state)(self.shared.header()));
     }
 }
 

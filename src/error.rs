@@ -144,12 +144,25 @@ impl fmt::Display for Error {
                      Kubernetes emptyDir.sizeLimit, mount -o remount,size=...)"
                 )
             }
-            Error::Incompatible(m) => write!(
-                f,
-                "incompatible region: {} expected {}, found {}; both sides must use the same \
-                 shmlane layout, channel kind and element type (or the same type_tag)",
-                m.field, m.expected, m.found
-            ),
+            Error::Incompatible(m) => {
+                write!(
+                    f,
+                    "incompatible region: {} expected {}, found {}",
+                    m.field, m.expected, m.found
+                )?;
+                if m.field == "type tag" {
+                    write!(
+                        f,
+                        "; the default tag hashes the type's path, which differs between crates \
+                         and binaries: give both sides the same Builder::type_tag"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "; both sides must use the same shmlane layout, channel kind and element type"
+                    )
+                }
+            }
             Error::NotReady { what, waited } => write!(
                 f,
                 "{what} was not initialised within {waited:?}: its creator may still be starting \

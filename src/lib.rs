@@ -10,6 +10,8 @@
 //! Start with [`spsc::Channel`] and [`Backing`].
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+// A loom build compiles only the file-free core; what the endpoints alone use is unused there.
+#![cfg_attr(shmlane_loom, allow(dead_code))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmlane supports Linux only (futex, memfd, OFD locks)");
@@ -22,6 +24,9 @@ mod wait;
 
 #[cfg(not(shmlane_loom))]
 mod channel;
+#[cfg(shmlane_loom)]
+#[doc(hidden)]
+pub mod model;
 #[cfg(not(shmlane_loom))]
 mod region;
 #[cfg(not(shmlane_loom))]

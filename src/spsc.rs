@@ -36,11 +36,11 @@ use bytemuck::Pod;
 
 use crate::channel::{peer_state, Builder, Flavor, Options, PeerState, RoleGuard, Shared};
 use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
-use crate::layout::{role_state, type_tag_of, Expected, Geometry, Header, Kind};
+use crate::layout::{type_tag_of, Expected, Geometry, Header, Kind};
 use crate::region::{lock, Backing};
 use crate::ring::spsc as ring;
-use crate::sync::{AtomicU32, Ordering::Acquire};
-use crate::wait::{self, WaitMode};
+use crate::sync::AtomicU32;
+use crate::wait::WaitMode;
 
 /// How often a non-blocking call that finds the ring full (or empty) may probe the peer's
 /// lock, a system call.
@@ -154,17 +154,13 @@ impl<T: Pod> Channel<T> {
     }
 }
 
-/// Liveness of the role opposite an endpoint, with a rate limit on lock probes.
-fn gone(role: &RoleGuard, byte: u64, state: &AtomicU32, probe: bool) -> bool {
-    // Acquire: pairs with the Release stores in `claim` and `RoleGuard::drop`, so a CLOSED
-    // seen here comes after everything the peer published.
-    match state.load(Acquire) {
-        role_state::NONE => false,
-        role_state::ACTIVE => probe && peer_state(role, byte, state) == PeerState::Died,
-        _ => true,
-    }
+/// Whether the role on `byte` has died: its state word says ACTIVE but no live lock holds
+/// it (a system call).
+fn role_died(role: &RoleGuard, byte: u64, state: &AtomicU32) -> bool {
+    peer_state(role, byte, state) == PeerState::Died
 }
 
+/// Rate limit for the lock probes of non-blocking calls.
 fn probe_due(last_probe: &mut Instant) -> bool {
     let now = Instant::now();
     if now.duration_since(*last_probe) >= PROBE_INTERVAL {
@@ -175,15 +171,8 @@ fn probe_due(last_probe: &mut Instant) -> bool {
 }
 
 fn deadline(timeout: Duration) -> Option<Instant> {
-    Some(
-        Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(far_future),
-    )
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+    // A timeout too large for Instant is no timeout.
+    Instant::now().checked_add(timeout)
 }
 
 /// The sending end. `Send`, not `Sync`: one thread uses it at a time.
@@ -199,44 +188,23 @@ impl<T: Pod> Producer<T> {
         self.role.shared().header()
     }
 
-    fn consumer_gone(&self, probe: bool) -> bool {
-        gone(
-            &self.role,
-            lock::CONSUMER,
-            &self.header().consumer_state,
-            probe,
-        )
-    }
-
-    /// `consumer_gone`, probing the lock if the last probe is old enough.
-    fn consumer_gone_now(&mut self) -> bool {
-        let probe = probe_due(&mut self.last_probe);
-        self.consumer_gone(probe)
-    }
-
-    /// One attempt: pushed, full (`None`), or an error.
-    #[inline]
-    fn attempt(&mut self, value: T, probe: bool) -> Option<Result<(), TryPushError<T>>> {
-        if self.consumer_gone(probe) {
-            return Some(Err(TryPushError::Disconnected(value)));
-        }
-        match self.ring.push(value) {
-            Ok(true) => {
-                wait::notify(self.ring.mem().producer_line());
-                Some(Ok(()))
-            }
-            Ok(false) => None,
-            Err(c) => Some(Err(TryPushError::Corrupt(value, c))),
-        }
+    /// Whether the consumer is gone, probing its lock if `probe` (or if the rate limit
+    /// allows, for `None`).
+    fn consumer_gone(&mut self, probe: Option<bool>) -> bool {
+        let probe = probe.unwrap_or_else(|| probe_due(&mut self.last_probe));
+        let (role, header) = (&self.role, self.role.shared().header());
+        self.ring.consumer_gone(probe, &mut || {
+            role_died(role, lock::CONSUMER, &header.consumer_state)
+        })
     }
 
     /// Pushes `value` if there is room, without waiting.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
-        match self.attempt(value, false) {
+        match self.ring.try_push(value, false, &mut || false) {
             Some(result) => result,
             // Full: worth a (rate-limited) look at whether the consumer died.
-            None if self.consumer_gone_now() => Err(TryPushError::Disconnected(value)),
+            None if self.consumer_gone(None) => Err(TryPushError::Disconnected(value)),
             None => Err(TryPushError::Full(value)),
         }
     }
@@ -253,32 +221,19 @@ impl<T: Pod> Producer<T> {
     }
 
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
-        let first = self.attempt(value, false);
-        let mem = self.ring.mem().clone();
-        let outcome = first.or_else(|| {
-            wait::block_on(mem.consumer_line(), self.wait, deadline, |probe| {
-                self.attempt(value, probe)
-            })
-        });
-        match outcome {
-            Some(Ok(())) => Ok(()),
-            Some(Err(TryPushError::Full(value))) => Err(PushError::Timeout(value)),
-            None => Err(PushError::Timeout(value)),
-            Some(Err(TryPushError::Disconnected(value))) => Err(PushError::Disconnected(value)),
-            Some(Err(TryPushError::Corrupt(value, c))) => Err(PushError::Corrupt(value, c)),
-        }
+        let (role, header) = (&self.role, self.role.shared().header());
+        let mut died = || role_died(role, lock::CONSUMER, &header.consumer_state);
+        self.ring.push_until(value, self.wait, deadline, &mut died)
     }
 
     /// Pushes as many values from the front of `values` as fit now, publishing them with one
     /// store, and returns how many (0 when full).
     pub fn push_slice(&mut self, values: &[T]) -> Result<usize, ChunkError> {
-        if self.consumer_gone(false) {
+        if self.consumer_gone(Some(false)) {
             return Err(ChunkError::Disconnected);
         }
         let n = self.ring.push_slice(values).map_err(ChunkError::Corrupt)?;
-        if n > 0 {
-            wait::notify(self.ring.mem().producer_line());
-        } else if !values.is_empty() && self.consumer_gone_now() {
+        if n == 0 && !values.is_empty() && self.consumer_gone(None) {
             return Err(ChunkError::Disconnected);
         }
         Ok(n)
@@ -302,37 +257,20 @@ impl<T: Pod> Producer<T> {
         n: usize,
         timeout: Option<Duration>,
     ) -> Result<WriteChunk<'_, T>, ChunkError> {
-        if n > self.ring.mem().capacity() as usize {
-            return Err(ChunkError::TooFew(
-                self.ring.free(n).map_err(ChunkError::Corrupt)?,
-            ));
-        }
-        let mem = self.ring.mem().clone();
-        let until = timeout.and_then(deadline);
-        let ready = wait::block_on(mem.consumer_line(), self.wait, until, |probe| {
-            if self.consumer_gone(probe) {
-                return Some(Err(ChunkError::Disconnected));
-            }
-            match self.ring.free(n) {
-                Ok(free) if free >= n => Some(Ok(())),
-                Ok(_) => None,
-                Err(c) => Some(Err(ChunkError::Corrupt(c))),
-            }
-        });
-        match ready {
-            Some(Ok(())) => self.reserve(n, n),
-            Some(Err(e)) => Err(e),
-            None => Err(ChunkError::Timeout),
-        }
+        let (role, header) = (&self.role, self.role.shared().header());
+        let mut died = || role_died(role, lock::CONSUMER, &header.consumer_state);
+        self.ring
+            .wait_free(n, self.wait, timeout.and_then(deadline), &mut died)?;
+        self.reserve(n, n)
     }
 
     fn reserve(&mut self, min: usize, max: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
-        if self.consumer_gone(false) {
+        if self.consumer_gone(Some(false)) {
             return Err(ChunkError::Disconnected);
         }
         let free = self.ring.free(min).map_err(ChunkError::Corrupt)?;
         if free < min || min > max {
-            if self.consumer_gone_now() {
+            if self.consumer_gone(None) {
                 return Err(ChunkError::Disconnected);
             }
             return Err(ChunkError::TooFew(free));
@@ -415,7 +353,6 @@ impl<T: Pod> WriteChunk<'_, T> {
     pub unsafe fn commit(self, n: usize) {
         let n = n.min(self.len());
         self.producer.ring.commit(n);
-        wait::notify(self.producer.ring.mem().producer_line());
     }
 
     /// Writes values from `iter` into the reserved slots in order, then commits what was
@@ -448,57 +385,29 @@ impl<T: Pod> Consumer<T> {
         self.role.shared().header()
     }
 
-    fn producer_gone(&self, probe: bool) -> bool {
-        gone(
-            &self.role,
-            lock::PRODUCER,
-            &self.header().producer_state,
-            probe,
-        )
-    }
-
-    /// `producer_gone`, probing the lock if the last probe is old enough.
-    fn producer_gone_now(&mut self) -> bool {
-        let probe = probe_due(&mut self.last_probe);
-        self.producer_gone(probe)
-    }
-
-    /// One attempt: a value, empty (`None`), or an error. Disconnected only once drained.
-    #[inline]
-    fn attempt(&mut self, probe: bool) -> Option<Result<T, TryPopError>> {
-        match self.ring.pop() {
-            Ok(Some(value)) => {
-                wait::notify(self.ring.mem().consumer_line());
-                Some(Ok(value))
-            }
-            Ok(None) if self.producer_gone(probe) => {
-                // The producer's last commits happen before its close (or its death was
-                // seen after them): look once more before declaring the ring drained.
-                match self.ring.pop() {
-                    Ok(Some(value)) => {
-                        wait::notify(self.ring.mem().consumer_line());
-                        Some(Ok(value))
-                    }
-                    Ok(None) => Some(Err(TryPopError::Disconnected)),
-                    Err(c) => Some(Err(TryPopError::Corrupt(c))),
-                }
-            }
-            Ok(None) => None,
-            Err(c) => Some(Err(TryPopError::Corrupt(c))),
-        }
+    /// Whether the producer is gone, probing its lock if `probe` (or if the rate limit
+    /// allows, for `None`).
+    fn producer_gone(&mut self, probe: Option<bool>) -> bool {
+        let probe = probe.unwrap_or_else(|| probe_due(&mut self.last_probe));
+        let (role, header) = (&self.role, self.role.shared().header());
+        self.ring.producer_gone(probe, &mut || {
+            role_died(role, lock::PRODUCER, &header.producer_state)
+        })
     }
 
     /// Pops a value if one is ready, without waiting.
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        match self.attempt(false) {
-            Some(result) => result,
-            // Empty: worth a (rate-limited) look at whether the producer died.
-            None => {
-                let probe = probe_due(&mut self.last_probe);
-                self.attempt(probe).unwrap_or(Err(TryPopError::Empty))
-            }
+        if let Some(result) = self.ring.try_pop(false, &mut || false) {
+            return result;
         }
+        // Empty: worth a (rate-limited) look at whether the producer died.
+        let probe = probe_due(&mut self.last_probe);
+        let (role, header) = (&self.role, self.role.shared().header());
+        let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);
+        self.ring
+            .try_pop(probe, &mut died)
+            .unwrap_or(Err(TryPopError::Empty))
     }
 
     /// Pops a value, waiting as the [`WaitMode`] says. `PopError::Disconnected` once the
@@ -513,19 +422,9 @@ impl<T: Pod> Consumer<T> {
     }
 
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
-        let first = self.attempt(false);
-        let mem = self.ring.mem().clone();
-        let outcome = first.or_else(|| {
-            wait::block_on(mem.producer_line(), self.wait, deadline, |probe| {
-                self.attempt(probe)
-            })
-        });
-        match outcome {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(TryPopError::Empty)) | None => Err(PopError::Timeout),
-            Some(Err(TryPopError::Disconnected)) => Err(PopError::Disconnected),
-            Some(Err(TryPopError::Corrupt(c))) => Err(PopError::Corrupt(c)),
-        }
+        let (role, header) = (&self.role, self.role.shared().header());
+        let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);
+        self.ring.pop_until(self.wait, deadline, &mut died)
     }
 
     /// Pops as many ready values as fit into the front of `out`, releasing their slots with
@@ -533,17 +432,14 @@ impl<T: Pod> Consumer<T> {
     /// and the ring drained.
     pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, ChunkError> {
         let n = self.ring.pop_slice(out).map_err(ChunkError::Corrupt)?;
-        if n > 0 {
-            wait::notify(self.ring.mem().consumer_line());
-        } else if !out.is_empty() && self.producer_gone_now() {
-            let n = self.ring.pop_slice(out).map_err(ChunkError::Corrupt)?;
-            if n == 0 {
-                return Err(ChunkError::Disconnected);
-            }
-            wait::notify(self.ring.mem().consumer_line());
+        if n > 0 || out.is_empty() || !self.producer_gone(None) {
             return Ok(n);
         }
-        Ok(n)
+        // Gone: whatever it committed before going is visible now.
+        match self.ring.pop_slice(out).map_err(ChunkError::Corrupt)? {
+            0 => Err(ChunkError::Disconnected),
+            n => Ok(n),
+        }
     }
 
     /// Borrows exactly `n` ready items in place; `ChunkError::TooFew(ready)` when fewer are
@@ -565,26 +461,16 @@ impl<T: Pod> Consumer<T> {
         n: usize,
         timeout: Option<Duration>,
     ) -> Result<ReadChunk<'_, T>, ChunkError> {
-        let mem = self.ring.mem().clone();
-        let until = timeout.and_then(deadline);
-        let ready = wait::block_on(mem.producer_line(), self.wait, until, |probe| {
-            match self.ring.available(n) {
-                Ok(ready) if ready >= n => Some(Ok(())),
-                Ok(_) if self.producer_gone(probe) => Some(Ok(())),
-                Ok(_) => None,
-                Err(c) => Some(Err(ChunkError::Corrupt(c))),
-            }
-        });
-        match ready {
-            Some(Ok(())) => self.view(n, n),
-            Some(Err(e)) => Err(e),
-            None => Err(ChunkError::Timeout),
-        }
+        let (role, header) = (&self.role, self.role.shared().header());
+        let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);
+        self.ring
+            .wait_available(n, self.wait, timeout.and_then(deadline), &mut died)?;
+        self.view(n, n)
     }
 
     fn view(&mut self, min: usize, max: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
         let mut ready = self.ring.available(min).map_err(ChunkError::Corrupt)?;
-        if ready < min.max(1) && self.producer_gone_now() {
+        if ready < min.max(1) && self.producer_gone(None) {
             ready = self.ring.available(min).map_err(ChunkError::Corrupt)?;
             if ready == 0 {
                 return Err(ChunkError::Disconnected);
@@ -667,6 +553,5 @@ impl<T: Pod> ReadChunk<'_, T> {
     pub fn release(self, n: usize) {
         let n = n.min(self.len());
         self.consumer.ring.release(n);
-        wait::notify(self.consumer.ring.mem().consumer_line());
     }
 }

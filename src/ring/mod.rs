@@ -7,12 +7,41 @@ pub(crate) mod spsc;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::layout::{Header, Line};
-use crate::sync::UnsafeCell;
+use crate::layout::{role_state, Header, Line};
+use crate::sync::{
+    AtomicU32,
+    Ordering::{Acquire, Release},
+    UnsafeCell,
+};
+use crate::wait;
 
 /// One slot of an SPSC ring. Always holds a valid `T` (`T: Pod`, and the memory starts
 /// zeroed), so a copy out never reads uninitialised bytes.
 pub(crate) type Slot<T> = UnsafeCell<T>;
+
+/// Whether the role whose state word is `state` is gone (closed, or died). `died` (a lock
+/// probe, a system call) is asked only when `probe` is set and the word says ACTIVE: a role
+/// that was never claimed is not gone, the producer may simply not have started yet.
+#[inline]
+pub(crate) fn peer_gone(state: &AtomicU32, probe: bool, died: &mut impl FnMut() -> bool) -> bool {
+    // Acquire: pairs with the Release stores in `close` and in a role claim, so a CLOSED seen
+    // here comes after everything the peer published.
+    match state.load(Acquire) {
+        role_state::NONE => false,
+        role_state::ACTIVE => probe && died(),
+        // CLOSED, or a value no correct peer writes: either way nobody is there.
+        _ => true,
+    }
+}
+
+/// Marks a role closed, then wakes whoever is parked on either line so they see it now.
+pub(crate) fn close(header: &Header, state: &AtomicU32) {
+    // Release: pairs with the Acquire load in `peer_gone`: everything this endpoint published
+    // happens before a peer sees CLOSED.
+    state.store(role_state::CLOSED, Release);
+    wait::notify(&header.producer);
+    wait::notify(&header.consumer);
+}
 
 /// Where a ring lives: the header's two lines and the slots, plus an owner that keeps that
 /// memory alive as long as any endpoint uses it.
@@ -140,7 +169,10 @@ impl<T: bytemuck::Zeroable + Send + 'static> RingMem<T> {
             .collect();
         let header_ptr = NonNull::from(&*header);
         let slots_ptr = NonNull::new(slots.as_ptr() as *mut Slot<T>).expect("a box is non-null");
-        let owner = Arc::new(HeapRing { _header: header, _slots: slots });
+        let owner = Arc::new(HeapRing {
+            _header: header,
+            _slots: slots,
+        });
         // SAFETY: both pointers point into boxes owned by `owner`; moving a Box does not move
         // its heap allocation; there are `capacity` slots.
         unsafe { RingMem::from_raw(header_ptr, slots_ptr, capacity, owner) }

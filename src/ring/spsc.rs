@@ -12,9 +12,13 @@
 //! more than `capacity` ahead of the head. Anything else is [`Corruption`]; indices are always
 //! masked with the local capacity, so even an unchecked value could not leave the slot array.
 
+use std::time::Instant;
+
+use super::peer_gone;
 use super::RingMem;
-use crate::error::Corruption;
+use crate::error::{ChunkError, Corruption, PopError, PushError, TryPopError, TryPushError};
 use crate::sync::Ordering::{Acquire, Release};
+use crate::wait::{self, WaitMode};
 
 /// The producer's half of the protocol.
 pub(crate) struct Producer<T> {
@@ -139,14 +143,95 @@ impl<T: Copy> Producer<T> {
         }
     }
 
-    /// Publishes the next `n` slots, which the caller has written.
+    /// Publishes the next `n` slots, which the caller has written, and wakes a parked
+    /// consumer.
     #[inline(always)]
     pub(crate) fn commit(&mut self, n: usize) {
         debug_assert!(n <= self.cached_free());
+        if n == 0 {
+            return;
+        }
         self.tail += n as u64;
         // Release: pairs with the Acquire load in `Consumer::refresh`; makes the slot writes
         // above visible before the tail that covers them.
         self.mem.producer_line().pos.store(self.tail, Release);
+        wait::notify(self.mem.producer_line());
+    }
+
+    /// Whether the consumer is gone; see [`peer_gone`].
+    #[inline]
+    pub(crate) fn consumer_gone(&self, probe: bool, died: &mut impl FnMut() -> bool) -> bool {
+        peer_gone(&self.mem.header().consumer_state, probe, died)
+    }
+
+    /// One push attempt: done (pushed or failed for good), or `None` when the ring is full
+    /// and the consumer still there.
+    #[inline]
+    pub(crate) fn try_push(
+        &mut self,
+        value: T,
+        probe: bool,
+        died: &mut impl FnMut() -> bool,
+    ) -> Option<Result<(), TryPushError<T>>> {
+        if self.consumer_gone(probe, died) {
+            return Some(Err(TryPushError::Disconnected(value)));
+        }
+        match self.push(value) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(c) => Some(Err(TryPushError::Corrupt(value, c))),
+        }
+    }
+
+    /// Pushes, waiting for room as `mode` says until `deadline`.
+    pub(crate) fn push_until(
+        &mut self,
+        value: T,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        died: &mut impl FnMut() -> bool,
+    ) -> Result<(), PushError<T>> {
+        let first = self.try_push(value, false, died);
+        let mem = self.mem.clone();
+        let outcome = first.or_else(|| {
+            wait::block_on(mem.consumer_line(), mode, deadline, |probe| {
+                self.try_push(value, probe, died)
+            })
+        });
+        match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(TryPushError::Disconnected(value))) => Err(PushError::Disconnected(value)),
+            Some(Err(TryPushError::Corrupt(value, c))) => Err(PushError::Corrupt(value, c)),
+            // `try_push` reports a full ring as None, never as Full.
+            Some(Err(TryPushError::Full(_))) | None => Err(PushError::Timeout(value)),
+        }
+    }
+
+    /// Waits as `mode` says until `deadline` for `n` free slots.
+    pub(crate) fn wait_free(
+        &mut self,
+        n: usize,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        died: &mut impl FnMut() -> bool,
+    ) -> Result<(), ChunkError> {
+        if n > self.mem.capacity() as usize {
+            return Err(ChunkError::TooFew(
+                self.free(n).map_err(ChunkError::Corrupt)?,
+            ));
+        }
+        let mem = self.mem.clone();
+        let ready = wait::block_on(mem.consumer_line(), mode, deadline, |probe| {
+            if self.consumer_gone(probe, died) {
+                return Some(Err(ChunkError::Disconnected));
+            }
+            match self.free(n) {
+                Ok(free) if free >= n => Some(Ok(())),
+                Ok(_) => None,
+                Err(c) => Some(Err(ChunkError::Corrupt(c))),
+            }
+        });
+        ready.unwrap_or(Err(ChunkError::Timeout))
     }
 
     /// The count of the next slot to write.
@@ -249,14 +334,91 @@ impl<T: Copy> Consumer<T> {
         }
     }
 
-    /// Hands the next `n` slots, which the caller has read, back to the producer.
+    /// Hands the next `n` slots, which the caller has read, back to the producer, and wakes
+    /// a parked producer.
     #[inline(always)]
     pub(crate) fn release(&mut self, n: usize) {
         debug_assert!(n <= self.cached_available());
+        if n == 0 {
+            return;
+        }
         self.head += n as u64;
         // Release: pairs with the Acquire load in `Producer::refresh`; our reads of the
         // slots happen before the producer may overwrite them.
         self.mem.consumer_line().pos.store(self.head, Release);
+        wait::notify(self.mem.consumer_line());
+    }
+
+    /// Whether the producer is gone; see [`peer_gone`].
+    #[inline]
+    pub(crate) fn producer_gone(&self, probe: bool, died: &mut impl FnMut() -> bool) -> bool {
+        peer_gone(&self.mem.header().producer_state, probe, died)
+    }
+
+    /// One pop attempt: done (a value, or failed for good), or `None` when the ring is empty
+    /// and the producer still there. `Disconnected` only once the ring is drained.
+    #[inline]
+    pub(crate) fn try_pop(
+        &mut self,
+        probe: bool,
+        died: &mut impl FnMut() -> bool,
+    ) -> Option<Result<T, TryPopError>> {
+        match self.pop() {
+            Ok(Some(value)) => Some(Ok(value)),
+            // The producer's last commits happen before its close (and its death is seen
+            // after them): look once more before declaring the ring drained.
+            Ok(None) if self.producer_gone(probe, died) => match self.pop() {
+                Ok(Some(value)) => Some(Ok(value)),
+                Ok(None) => Some(Err(TryPopError::Disconnected)),
+                Err(c) => Some(Err(TryPopError::Corrupt(c))),
+            },
+            Ok(None) => None,
+            Err(c) => Some(Err(TryPopError::Corrupt(c))),
+        }
+    }
+
+    /// Pops, waiting for an item as `mode` says until `deadline`.
+    pub(crate) fn pop_until(
+        &mut self,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        died: &mut impl FnMut() -> bool,
+    ) -> Result<T, PopError> {
+        let first = self.try_pop(false, died);
+        let mem = self.mem.clone();
+        let outcome = first.or_else(|| {
+            wait::block_on(mem.producer_line(), mode, deadline, |probe| {
+                self.try_pop(probe, died)
+            })
+        });
+        match outcome {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(TryPopError::Disconnected)) => Err(PopError::Disconnected),
+            Some(Err(TryPopError::Corrupt(c))) => Err(PopError::Corrupt(c)),
+            // `try_pop` reports an empty ring as None, never as Empty.
+            Some(Err(TryPopError::Empty)) | None => Err(PopError::Timeout),
+        }
+    }
+
+    /// Waits as `mode` says until `deadline` for `n` items; returns early (Ok) when the
+    /// producer is gone, leaving the caller to take what is there.
+    pub(crate) fn wait_available(
+        &mut self,
+        n: usize,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        died: &mut impl FnMut() -> bool,
+    ) -> Result<(), ChunkError> {
+        let mem = self.mem.clone();
+        let ready = wait::block_on(mem.producer_line(), mode, deadline, |probe| {
+            match self.available(n) {
+                Ok(ready) if ready >= n => Some(Ok(())),
+                Ok(_) if self.producer_gone(probe, died) => Some(Ok(())),
+                Ok(_) => None,
+                Err(c) => Some(Err(ChunkError::Corrupt(c))),
+            }
+        });
+        ready.unwrap_or(Err(ChunkError::Timeout))
     }
 
     /// The count of the next slot to read.

@@ -1,0 +1,152 @@
+//! Helpers for tests that use real processes: fork a child that runs a closure, unique
+//! names, a scratch directory on tmpfs, and raw access to a region's bytes (the hostile
+//! peer's view).
+
+#![allow(dead_code)] // each test binary uses some of these
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Exit status a child uses to say "skipped" (with the reason on stderr).
+pub const SKIP: i32 = 77;
+
+/// A forked child process. Killed and reaped on drop if still running.
+pub struct Child {
+    pub pid: libc::pid_t,
+    reaped: bool,
+}
+
+/// Forks; the child runs `f` and exits with its return value (101 if it panics), running no
+/// destructors of the parent's state. Only fork-safe work belongs in `f`: the child of a
+/// multi-threaded test harness has one thread, and glibc's malloc stays usable.
+pub fn fork(f: impl FnOnce() -> i32) -> Child {
+    // SAFETY: plain fork(2); the child only runs `f` and then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: leaving the child without running the parent's destructors or atexit hooks.
+        unsafe { libc::_exit(code) };
+    }
+    Child { pid, reaped: false }
+}
+
+impl Child {
+    /// Waits for the child; its exit code, or 128 + signal.
+    pub fn wait(&mut self) -> i32 {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        assert_eq!(rc, self.pid, "waitpid: {}", std::io::Error::last_os_error());
+        self.reaped = true;
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        }
+    }
+
+    /// SIGKILL: no destructor, no atexit, nothing of the child's runs.
+    pub fn kill(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        assert_eq!(self.wait(), 128 + libc::SIGKILL);
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: signalling and reaping our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// Asserts a child's exit code, printing the skip reason for SKIP.
+pub fn expect_exit(child: &mut Child, code: i32, what: &str) -> bool {
+    let got = child.wait();
+    if got == SKIP {
+        eprintln!("skipped: {what} (the child printed why)");
+        return false;
+    }
+    assert_eq!(got, code, "{what}: child exited with {got}");
+    true
+}
+
+/// A name no other test (or test run) uses.
+pub fn unique(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "shmlane-test-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh directory on tmpfs (/dev/shm), removed on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(tag: &str) -> ScratchDir {
+        let dir = Path::new("/dev/shm").join(unique(tag));
+        std::fs::create_dir(&dir).unwrap();
+        ScratchDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `value` at byte `offset` of the file behind `path`, through a mapping of its own:
+/// what a buggy or hostile peer can do.
+pub fn poke_u64(path: &Path, offset: usize, value: u64) {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let map = memmap2::MmapOptions::new()
+        .len(offset + 8)
+        .map_raw(file.as_raw_fd())
+        .unwrap();
+    // SAFETY: offset + 8 is inside the mapping; an aligned u64 slot of the header.
+    unsafe { (map.as_mut_ptr().add(offset) as *mut u64).write_volatile(value) };
+}
+
+/// Whether this process may do what root may (mount, setuid).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Polls `cond` every millisecond for up to `limit`.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}

@@ -1,0 +1,523 @@
+//! SPSC channels across real processes, over every backing, and against bad input.
+#![cfg(not(shmlane_loom))]
+
+mod common;
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use bytemuck::{Pod, Zeroable};
+use common::{expect_exit, fork, is_root, poke_u64, unique, ScratchDir, SKIP};
+use shmlane::{spsc, Backing, ChunkError, Error, PeerState, PopError, TryPopError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+struct Item {
+    seq: u64,
+    payload: u64,
+}
+
+impl Item {
+    fn new(seq: u64) -> Item {
+        Item {
+            seq,
+            payload: seq.wrapping_mul(31) ^ 0xA5A5,
+        }
+    }
+}
+
+const MILLION: u64 = 1_000_000;
+
+/// The child pushes `MILLION` items, mixing single pushes and chunks; the parent pops them
+/// all, checks each, then sees the clean close.
+fn million_items(parent: spsc::Channel<Item>, open_in_child: impl FnOnce() -> spsc::Channel<Item>) {
+    let mut child = fork(move || {
+        let chan = open_in_child();
+        let mut tx = chan.producer().unwrap();
+        let mut seq = 0;
+        while seq < MILLION {
+            if seq % 3 == 0 {
+                // Zero-copy: up to 100 items written in place.
+                let want = (MILLION - seq).min(100) as usize;
+                let chunk = tx.write_chunk_blocking(want, None).unwrap();
+                seq += chunk.fill_from_iter((seq..).map(Item::new)) as u64;
+            } else {
+                tx.push(Item::new(seq)).unwrap();
+                seq += 1;
+            }
+        }
+        0
+    });
+    let mut rx = parent.consumer().unwrap();
+    let mut next = 0;
+    while next < MILLION {
+        if next % 7 == 0 {
+            let chunk = rx.read_chunk_blocking(1, None).unwrap();
+            let (a, b) = chunk.as_slices();
+            for item in a.iter().chain(b) {
+                assert_eq!(*item, Item::new(next));
+                next += 1;
+            }
+            let n = chunk.len();
+            chunk.release(n);
+        } else {
+            assert_eq!(rx.pop().unwrap(), Item::new(next));
+            next += 1;
+        }
+    }
+    assert_eq!(rx.pop(), Err(PopError::Disconnected));
+    assert_eq!(rx.producer_state(), PeerState::Closed);
+    assert_eq!(child.wait(), 0);
+}
+
+#[test]
+fn a_million_items_cross_processes_over_shm() {
+    let name = unique("million-shm");
+    let chan = spsc::Channel::<Item>::create(Backing::shm(&name), 1024).unwrap();
+    million_items(chan, move || {
+        spsc::Channel::open(Backing::shm(&name)).unwrap()
+    });
+}
+
+#[test]
+fn a_million_items_cross_processes_over_a_file() {
+    let dir = ScratchDir::new("million-file");
+    let path = dir.path("ring");
+    let chan = spsc::Channel::<Item>::create(Backing::file(&path), 1024).unwrap();
+    million_items(chan, move || {
+        spsc::Channel::open(Backing::file(&path)).unwrap()
+    });
+}
+
+#[test]
+fn a_million_items_cross_processes_over_a_memfd() {
+    let chan = spsc::Channel::<Item>::create(Backing::memfd("million"), 1024).unwrap();
+    let fd = chan.fd().try_clone_to_owned().unwrap();
+    million_items(chan, move || spsc::Channel::from_fd(fd).unwrap());
+}
+
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct OtherItem {
+    seq: u64,
+    payload: u64,
+}
+
+fn incompatible_field<T: Pod>(backing: Backing) -> &'static str {
+    match spsc::Channel::<T>::open(backing) {
+        Err(Error::Incompatible(m)) => m.field,
+        Err(e) => panic!("expected Incompatible, got {e}"),
+        Ok(_) => panic!("expected Incompatible, got a channel"),
+    }
+}
+
+#[test]
+fn opening_with_another_type_is_incompatible() {
+    let name = unique("types");
+    let _chan = spsc::Channel::<Item>::create(Backing::shm(&name), 16).unwrap();
+    assert_eq!(incompatible_field::<u64>(Backing::shm(&name)), "slot size");
+    assert_eq!(
+        incompatible_field::<[u8; 16]>(Backing::shm(&name)),
+        "slot align"
+    );
+    assert_eq!(
+        incompatible_field::<OtherItem>(Backing::shm(&name)),
+        "type tag"
+    );
+    // An explicit tag on both sides lets two type names share a layout.
+    let tagged = unique("tagged");
+    let _a = spsc::Channel::<Item>::builder()
+        .capacity(16)
+        .type_tag(7)
+        .create(Backing::shm(&tagged))
+        .unwrap();
+    assert!(spsc::Channel::<OtherItem>::builder()
+        .type_tag(7)
+        .open(Backing::shm(&tagged))
+        .is_ok());
+    assert!(matches!(
+        spsc::Channel::<OtherItem>::builder().type_tag(8).open(Backing::shm(&tagged)),
+        Err(Error::Incompatible(m)) if m.field == "type tag" && m.expected == "0x0000000000000008"
+    ));
+}
+
+#[test]
+fn names_that_do_not_exist_or_already_exist() {
+    let name = unique("exists");
+    assert!(matches!(
+        spsc::Channel::<u64>::open(Backing::shm(&name)),
+        Err(Error::NotFound { .. })
+    ));
+    let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 8).unwrap();
+    match spsc::Channel::<u64>::create(Backing::shm(&name), 8) {
+        Err(
+            e @ Error::AlreadyExists {
+                live: Some(true), ..
+            },
+        ) => {
+            assert!(e.to_string().contains("a live process holds it"), "{e}");
+        }
+        other => panic!("expected AlreadyExists (live), got {:?}", other.err()),
+    }
+    drop(chan);
+    // The creator unlinked its name on drop.
+    assert!(matches!(
+        spsc::Channel::<u64>::open(Backing::shm(&name)),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
+}
+
+#[test]
+fn persisted_names_outlive_their_creator() {
+    let name = unique("persist");
+    drop(
+        spsc::Channel::<u64>::builder()
+            .capacity(8)
+            .persist(true)
+            .create(Backing::shm(&name))
+            .unwrap(),
+    );
+    assert!(spsc::Channel::<u64>::open(Backing::shm(&name)).is_ok());
+    spsc::Channel::<u64>::remove(Backing::shm(&name)).unwrap();
+    assert!(matches!(
+        spsc::Channel::<u64>::open(Backing::shm(&name)),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    for capacity in [0, 3, 100] {
+        assert!(matches!(
+            spsc::Channel::<u64>::create(Backing::shm(unique("cap")), capacity),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    for name in ["", "a/b", ".."] {
+        assert!(matches!(
+            spsc::Channel::<u64>::create(Backing::shm(name), 8),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert!(matches!(
+        spsc::Channel::<u64>::open(Backing::memfd("x")),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+/// A valid region's bytes, to damage.
+fn valid_region_bytes(dir: &ScratchDir) -> Vec<u8> {
+    let path = dir.path("template");
+    drop(
+        spsc::Channel::<u64>::builder()
+            .capacity(16)
+            .persist(true)
+            .create(Backing::file(&path))
+            .unwrap(),
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    bytes
+}
+
+fn open_bytes(dir: &ScratchDir, name: &str, bytes: &[u8]) -> Result<spsc::Channel<u64>, Error> {
+    let path = dir.path(name);
+    std::fs::write(&path, bytes).unwrap();
+    spsc::Channel::<u64>::builder()
+        .open_timeout(Duration::from_millis(30))
+        .open(Backing::file(&path))
+}
+
+fn set_u64(bytes: &mut [u8], offset: usize, value: u64) {
+    bytes[offset..offset + 8].copy_from_slice(&value.to_ne_bytes());
+}
+
+#[test]
+fn damaged_files_are_errors_not_crashes() {
+    let dir = ScratchDir::new("damaged");
+    let good = valid_region_bytes(&dir);
+    assert!(open_bytes(&dir, "good", &good).is_ok());
+
+    let field = |name: &str, bytes: &[u8]| match open_bytes(&dir, name, bytes) {
+        Err(Error::Incompatible(m)) => m.field,
+        Err(e) => panic!("{name}: expected Incompatible, got {e}"),
+        Ok(_) => panic!("{name}: expected an error, got a channel"),
+    };
+    assert_eq!(field("empty", &[]), "file size");
+    assert_eq!(field("truncated", &good[..100]), "file size");
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    assert_eq!(field("random", &random), "magic");
+
+    let mut future = good.clone();
+    future[8..12].copy_from_slice(&2u32.to_ne_bytes());
+    assert_eq!(field("future", &future), "layout version");
+
+    let mut zero_capacity = good.clone();
+    set_u64(&mut zero_capacity, 16, 0);
+    assert_eq!(field("capacity-0", &zero_capacity), "capacity");
+
+    let mut odd_capacity = good.clone();
+    set_u64(&mut odd_capacity, 16, 12);
+    assert_eq!(field("capacity-12", &odd_capacity), "capacity");
+
+    // A header that is consistent with itself but describes a file larger than this one.
+    let mut larger = good.clone();
+    set_u64(&mut larger, 16, 1 << 30);
+    set_u64(&mut larger, 48, 384 + 8 * (1 << 30));
+    assert_eq!(field("larger", &larger), "file size");
+
+    let mut wrong_total = good.clone();
+    set_u64(&mut wrong_total, 48, 1 << 40);
+    assert_eq!(field("total", &wrong_total), "total length");
+
+    // A header that never became READY: the creator died mid-create.
+    let mut unready = good.clone();
+    unready[64..68].copy_from_slice(&0u32.to_ne_bytes());
+    assert!(matches!(
+        open_bytes(&dir, "unready", &unready),
+        Err(Error::NotReady { .. })
+    ));
+
+    // All zeros: nothing was ever written.
+    assert!(matches!(
+        open_bytes(&dir, "zeros", &vec![0; good.len()]),
+        Err(Error::NotReady { .. })
+    ));
+}
+
+#[test]
+fn impossible_counters_from_a_peer_are_corruption() {
+    let dir = ScratchDir::new("corrupt");
+    let path = dir.path("ring");
+    let chan = spsc::Channel::<u64>::create(Backing::file(&path), 8).unwrap();
+    let mut tx = chan.producer().unwrap();
+    let mut rx = chan.consumer().unwrap();
+    tx.push_slice(&[1, 2, 3]).unwrap();
+    let mut out = [0; 3];
+    assert_eq!(rx.pop_slice(&mut out), Ok(3));
+    // A tail more than capacity ahead of the head (offset 128: the producer's line).
+    poke_u64(&path, 128, 3 + 9);
+    match rx.try_pop() {
+        Err(TryPopError::Corrupt(c)) => {
+            assert_eq!((c.counter, c.found, c.min, c.max), ("tail", 12, 3, 11));
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(matches!(rx.read_chunk(1), Err(ChunkError::Corrupt(_))));
+    // A head beyond the tail (offset 256: the consumer's line).
+    assert_eq!(tx.push_slice(&[4, 5, 6, 7, 8, 9, 10, 11]), Ok(8));
+    poke_u64(&path, 256, 1000);
+    match tx.try_push(12) {
+        Err(shmlane::TryPushError::Corrupt(12, c)) => {
+            assert_eq!((c.counter, c.found), ("head", 1000))
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // A new endpoint refuses to attach to impossible counters.
+    drop(rx);
+    assert!(matches!(chan.consumer(), Err(Error::Corrupt(_))));
+}
+
+#[test]
+fn a_full_tmpfs_is_no_space_not_sigbus() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = ScratchDir::new("small-tmpfs");
+    let mount_point = dir.0.clone();
+    let mut child = fork(move || {
+        // A private mount namespace: the 1 MiB tmpfs vanishes with this process.
+        // SAFETY: plain syscalls with valid C strings.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                eprintln!(
+                    "unshare(CLONE_NEWNS) refused: {}",
+                    std::io::Error::last_os_error()
+                );
+                return SKIP;
+            }
+            libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            );
+            let target = std::ffi::CString::new(mount_point.to_str().unwrap()).unwrap();
+            if libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"size=1m".as_ptr().cast(),
+            ) != 0
+            {
+                eprintln!(
+                    "mount -t tmpfs refused: {}",
+                    std::io::Error::last_os_error()
+                );
+                return SKIP;
+            }
+        }
+        let path = mount_point.join("big");
+        // 4 MiB of slots in a 1 MiB tmpfs.
+        match spsc::Channel::<[u64; 8]>::create(Backing::file(&path), 1 << 16) {
+            Err(e @ Error::NoSpace { .. }) => {
+                let text = e.to_string();
+                let Error::NoSpace {
+                    dir,
+                    needed,
+                    available,
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert_eq!(dir, mount_point.to_str().unwrap());
+                assert!(needed >= 4 << 20, "needed {needed}");
+                assert!(
+                    available.is_some_and(|free| free <= 1 << 20),
+                    "{available:?}"
+                );
+                assert!(
+                    text.contains("--shm-size") && text.contains("emptyDir.sizeLimit"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected NoSpace, got {:?}", other.err()),
+        }
+        // Nothing left behind, and a channel that fits still works.
+        assert_eq!(std::fs::read_dir(&mount_point).unwrap().count(), 0);
+        let chan = spsc::Channel::<u64>::create(Backing::file(&path), 1024).unwrap();
+        chan.producer().unwrap().try_push(5).unwrap();
+        assert_eq!(chan.consumer().unwrap().try_pop(), Ok(5));
+        0
+    });
+    expect_exit(&mut child, 0, "NoSpace on a 1 MiB tmpfs");
+}
+
+#[test]
+fn a_region_larger_than_dev_shm_is_no_space_and_leaves_no_name() {
+    // SAFETY: statvfs is a plain C struct; the path is a valid C string.
+    let total = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c"/dev/shm".as_ptr(), &mut st), 0);
+        st.f_blocks as u64 * st.f_frsize as u64
+    };
+    let capacity = (total / 64 + 1).next_power_of_two();
+    let name = unique("too-big");
+    match spsc::Channel::<[u64; 8]>::create(Backing::shm(&name), capacity) {
+        Err(Error::NoSpace { dir, .. }) => assert_eq!(dir, "/dev/shm"),
+        other => panic!("expected NoSpace, got {:?}", other.err()),
+    }
+    assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
+}
+
+fn raw_memfd() -> OwnedFd {
+    // SAFETY: a valid C string; memfd_create returns a new descriptor or -1.
+    let fd =
+        unsafe { libc::memfd_create(c"raw".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor nobody else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[test]
+fn from_fd_refuses_an_unsealed_memfd() {
+    let dir = ScratchDir::new("unsealed");
+    let bytes = valid_region_bytes(&dir);
+    let fd = raw_memfd();
+    let mut file = std::fs::File::from(fd.try_clone().unwrap());
+    std::io::Write::write_all(&mut file, &bytes).unwrap();
+
+    match spsc::Channel::<u64>::from_fd(fd.try_clone().unwrap()) {
+        Err(e @ Error::Unsealed { missing }) => {
+            assert_eq!(missing, "F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL");
+            assert!(e.to_string().contains("allow_unsealed"));
+        }
+        other => panic!("expected Unsealed, got {:?}", other.err()),
+    }
+    // Opting in accepts it as it is.
+    assert!(spsc::Channel::<u64>::builder()
+        .allow_unsealed(true)
+        .from_fd(fd.try_clone().unwrap())
+        .is_ok());
+    // Sealed, it is accepted, and works.
+    // SAFETY: fcntl on a descriptor we own.
+    let rc = unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )
+    };
+    assert_eq!(rc, 0);
+    let chan = spsc::Channel::<u64>::from_fd(fd).unwrap();
+    chan.producer().unwrap().push(9).unwrap();
+    assert_eq!(chan.consumer().unwrap().pop(), Ok(9));
+}
+
+#[test]
+fn a_memfd_channel_is_sealed_against_resizing() {
+    let chan = spsc::Channel::<u64>::create(Backing::memfd("sealed"), 8).unwrap();
+    // SAFETY: ftruncate on a descriptor the channel keeps open.
+    let rc = unsafe { libc::ftruncate(chan.fd().as_fd().as_raw_fd(), 0) };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EPERM)
+    );
+}
+
+#[test]
+fn another_user_cannot_open_a_0600_segment() {
+    if !is_root() {
+        eprintln!("skipped: switching to uid 65534 needs root");
+        return;
+    }
+    let name = unique("perm");
+    let _chan = spsc::Channel::<u64>::create(Backing::shm(&name), 8).unwrap();
+    let mut child = fork(move || {
+        // SAFETY: dropping privileges in the child only.
+        unsafe {
+            if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                eprintln!("setuid(65534) refused: {}", std::io::Error::last_os_error());
+                return SKIP;
+            }
+        }
+        match spsc::Channel::<u64>::open(Backing::shm(&name)) {
+            Err(Error::PermissionDenied { what }) if what.ends_with(&name) => 0,
+            Err(e) => {
+                eprintln!("expected PermissionDenied, got {e}");
+                1
+            }
+            Ok(_) => 2,
+        }
+    });
+    expect_exit(&mut child, 0, "open as uid 65534");
+}
+
+#[test]
+fn the_file_mode_is_exactly_as_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = ScratchDir::new("mode");
+    let path = dir.path("ring");
+    let _default = spsc::Channel::<u64>::create(Backing::file(&path), 8).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let shared = dir.path("group");
+    let _group = spsc::Channel::<u64>::builder()
+        .capacity(8)
+        .mode(0o660)
+        .create(Backing::file(&shared))
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+}
