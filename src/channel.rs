@@ -258,6 +258,7 @@ impl Shared {
         role: &'static str,
         state: fn(&Header) -> &AtomicU32,
     ) -> Result<RoleGuard, Error> {
+        crate::wait::prepare();
         let fd = self.region.reopen()?;
         match lock::try_lock(fd.as_fd(), byte, 1, true) {
             Ok(true) => {}

@@ -7,7 +7,7 @@
 //! a model as a deadlock.
 
 #[cfg(not(shmlane_loom))]
-pub(crate) use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(shmlane_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -46,6 +46,81 @@ impl<T> UnsafeCell<T> {
     #[inline(always)]
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
+    }
+}
+
+/// Asymmetric fences for the eventcount in `wait`: the side that publishes progress (every
+/// push and pop) pays only a compiler fence, and the side about to sleep (rare) pays a
+/// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which runs a full barrier on every CPU
+/// that runs a thread of a registered process. Together they order a store before a load
+/// as a SeqCst fence on each side would. A process that could not register (old kernel,
+/// seccomp) uses real SeqCst fences on its light side, and a waiter whose heavy fence fails
+/// cannot trust its peers' light fences, so it parks only briefly (see `wait`).
+#[cfg(not(shmlane_loom))]
+pub(crate) mod asymmetric {
+    use core::sync::atomic::{
+        compiler_fence, fence, AtomicU8,
+        Ordering::{Relaxed, SeqCst},
+    };
+
+    const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+    const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+    const UNKNOWN: u8 = 0;
+    const REGISTERED: u8 = 1;
+    const UNAVAILABLE: u8 = 2;
+
+    /// Whether this process registered for expedited global membarriers. The kernel keeps the
+    /// registration across fork (it lives in the mm, which fork copies) and drops it at exec,
+    /// as this static does.
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    fn membarrier(cmd: libc::c_int) -> bool {
+        // SAFETY: membarrier takes two ints and touches no memory of ours.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 }
+    }
+
+    /// Registers this process, once, so that its light fences may be compiler fences.
+    pub(crate) fn register() {
+        if STATE.load(Relaxed) == UNKNOWN {
+            let ok = membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
+            STATE.store(if ok { REGISTERED } else { UNAVAILABLE }, Relaxed);
+        }
+    }
+
+    /// The publishing side's half.
+    #[inline(always)]
+    pub(crate) fn light() {
+        if STATE.load(Relaxed) == REGISTERED {
+            compiler_fence(SeqCst);
+        } else {
+            fence(SeqCst);
+        }
+    }
+
+    /// The waiting side's half. False if the membarrier failed: then only peers that use
+    /// real fences are ordered, and the caller must not sleep long on the strength of it.
+    pub(crate) fn heavy() -> bool {
+        fence(SeqCst);
+        membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)
+    }
+}
+
+/// Under loom both halves are SeqCst fences: the model checks the protocol that the
+/// asymmetric pair implements.
+#[cfg(shmlane_loom)]
+pub(crate) mod asymmetric {
+    use super::{fence, Ordering::SeqCst};
+
+    pub(crate) fn register() {}
+
+    pub(crate) fn light() {
+        fence(SeqCst);
+    }
+
+    pub(crate) fn heavy() -> bool {
+        fence(SeqCst);
+        true
     }
 }
 

@@ -5,14 +5,16 @@
 //! line's writer. A waiter for the condition that line's writer can make true (items for a
 //! consumer, slots for a producer):
 //!
-//! 1. reads `event`, registers in `waiters`, and issues a SeqCst fence;
+//! 1. reads `event`, registers in `waiters`, and issues the heavy half of an asymmetric
+//!    fence ([`asymmetric`]);
 //! 2. re-checks its condition, and parks on `event` only if it still fails.
 //!
-//! The writer, after publishing progress, issues a SeqCst fence and reads `waiters`; only if
-//! it is non-zero does it bump `event` and call FUTEX_WAKE. The two fences forbid the outcome
-//! where the waiter misses the progress *and* the writer misses the waiter (store buffering),
-//! and FUTEX_WAIT's own check of `event` covers a bump between steps 1 and 2: no wake-up is
-//! lost, and under steady load the writer makes no system call.
+//! The writer, after publishing progress, issues the light half (a compiler fence) and reads
+//! `waiters`; only if it is non-zero does it bump `event` and call FUTEX_WAKE. The fence pair
+//! forbids the outcome where the waiter misses the progress *and* the writer misses the
+//! waiter (store buffering), and FUTEX_WAIT's own check of `event` covers a bump between
+//! steps 1 and 2: no wake-up is lost, and under steady load the writer makes no system call
+//! and no fence instruction.
 //!
 //! Parks last at most [`PARK_SLICE`], so a peer that dies (and so never wakes us) is noticed
 //! by the liveness probe that runs after each slice.
@@ -21,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use crate::layout::Line;
 use crate::sync::{
-    fence, futex_wait, futex_wake_all, spin_loop, yield_now,
-    Ordering::{Acquire, Relaxed, Release, SeqCst},
+    asymmetric, futex_wait, futex_wake_all, spin_loop, yield_now,
+    Ordering::{Acquire, Relaxed, Release},
     Wake,
 };
 
@@ -45,14 +47,21 @@ const SPINS: u32 = 256;
 const YIELDS: u32 = 16;
 /// Longest single park: bounds how long a dead peer goes unnoticed.
 pub(crate) const PARK_SLICE: Duration = Duration::from_millis(50);
+/// Longest park when this process cannot issue the heavy fence (a wake-up may be missed).
+const UNFENCED_SLICE: Duration = Duration::from_millis(1);
+
+/// Prepares this process for notifying: call before an endpoint's first push or pop.
+pub(crate) fn prepare() {
+    asymmetric::register();
+}
 
 /// Called by a line's writer after it published progress (a Release store of its counter or
 /// state): wakes parked peers, if any.
 #[inline(always)]
 pub(crate) fn notify(line: &Line) {
-    // SeqCst fence: pairs with the fence in `park`, so that either this load sees the
-    // waiter's registration or the waiter's re-check sees our progress.
-    fence(SeqCst);
+    // Light half of the asymmetric fence: pairs with the heavy half in `park`, so that either
+    // this load sees the waiter's registration or the waiter's re-check sees our progress.
+    asymmetric::light();
     if line.waiters.load(Relaxed) != 0 {
         wake(line);
     }
@@ -136,8 +145,13 @@ fn park<R>(
     // Acquire: pairs with the Release bump in `wake`.
     let seen = line.event.load(Acquire);
     line.waiters.fetch_add(1, Relaxed);
-    // SeqCst fence: pairs with the fence in `notify` (see the module docs).
-    fence(SeqCst);
+    // Heavy half: pairs with the light half in `notify` (see the module docs). If it failed,
+    // a peer's compiler fence orders nothing: sleep briefly and look again.
+    let slice = if asymmetric::heavy() {
+        slice
+    } else {
+        slice.min(UNFENCED_SLICE)
+    };
     let result = match attempt(probe) {
         Some(done) => Ok(done),
         None => Err(futex_wait(&line.event, seen, slice)),
