@@ -1,5 +1,8 @@
 //! The message the examples exchange, and how both sides check it.
 
+#[allow(dead_code)] // only the latency example uses it
+pub mod pingpong;
+
 /// 16 bytes: a sequence number and a value derived from it, so the consumer can tell a
 /// torn, duplicated or reordered message from a good one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
