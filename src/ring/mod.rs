@@ -34,6 +34,15 @@ pub(crate) fn peer_gone(state: &AtomicU32, probe: bool, died: &mut impl FnMut() 
     }
 }
 
+/// Publishes a line's new position and wakes whoever is parked on that line.
+#[inline(always)]
+pub(crate) fn publish(line: &Line, pos: u64) {
+    // Release: pairs with the peer's Acquire load of this position; what this side did to
+    // the slots before happens before the peer acts on the new position.
+    line.pos.store(pos, Release);
+    wait::notify(line);
+}
+
 /// Marks a role closed, then wakes whoever is parked on either line so they see it now.
 pub(crate) fn close(header: &Header, state: &AtomicU32) {
     // Release: pairs with the Acquire load in `peer_gone`: everything this endpoint published

@@ -14,10 +14,10 @@
 
 use std::time::Instant;
 
-use super::peer_gone;
 use super::RingMem;
+use super::{peer_gone, publish};
 use crate::error::{ChunkError, Corruption, PopError, PushError, TryPopError, TryPushError};
-use crate::sync::Ordering::{Acquire, Release};
+use crate::sync::Ordering::Acquire;
 use crate::wait::{self, WaitMode};
 
 /// The producer's half of the protocol.
@@ -152,10 +152,9 @@ impl<T: Copy> Producer<T> {
             return;
         }
         self.tail += n as u64;
-        // Release: pairs with the Acquire load in `Consumer::refresh`; makes the slot writes
-        // above visible before the tail that covers them.
-        self.mem.producer_line().pos.store(self.tail, Release);
-        wait::notify(self.mem.producer_line());
+        // Pairs with the Acquire load in `Consumer::refresh`: the slot writes before it are
+        // visible before the tail that covers them.
+        publish(self.mem.producer_line(), self.tail);
     }
 
     /// Whether the consumer is gone; see [`peer_gone`].
@@ -343,10 +342,9 @@ impl<T: Copy> Consumer<T> {
             return;
         }
         self.head += n as u64;
-        // Release: pairs with the Acquire load in `Producer::refresh`; our reads of the
-        // slots happen before the producer may overwrite them.
-        self.mem.consumer_line().pos.store(self.head, Release);
-        wait::notify(self.mem.consumer_line());
+        // Pairs with the Acquire load in `Producer::refresh`: our reads of the slots happen
+        // before the producer may overwrite them.
+        publish(self.mem.consumer_line(), self.head);
     }
 
     /// Whether the producer is gone; see [`peer_gone`].
