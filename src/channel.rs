@@ -9,14 +9,33 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Mismatch};
 use crate::layout::{
-    role_state, Config, Expected, Geometry, Header, HEADER_LEN, LAYOUT_VERSION, MAGIC, READY,
+    role_state, Config, Entry, Expected, Geometry, Header, HEADER_LEN, LAYOUT_VERSION, MAGIC, READY,
 };
 use crate::region::{lock, Backing, CreateOptions, Region};
-use crate::ring::{RingMem, Slot};
+use crate::ring::RingMem;
 use crate::sync::{
     AtomicU32,
     Ordering::{Acquire, Release},
 };
+
+/// How often a non-blocking call that finds the ring full (or empty) may probe its peers'
+/// locks, a system call.
+const PROBE_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Rate limit for the lock probes of non-blocking calls.
+pub(crate) fn probe_due(last_probe: &mut Instant) -> bool {
+    let now = Instant::now();
+    if now.duration_since(*last_probe) >= PROBE_INTERVAL {
+        *last_probe = now;
+        return true;
+    }
+    false
+}
+
+/// The deadline `timeout` from now; a timeout too large for `Instant` is no deadline.
+pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
 
 /// Options for creating or opening a channel; see the setters on [`Builder`].
 #[derive(Debug, Clone)]
@@ -27,6 +46,7 @@ pub(crate) struct Options {
     pub type_tag: Option<u64>,
     pub open_timeout: Duration,
     pub allow_unsealed: bool,
+    pub registry_len: u32,
 }
 
 impl Default for Options {
@@ -43,6 +63,7 @@ impl Default for Options {
             type_tag: None,
             open_timeout: Duration::from_secs(1),
             allow_unsealed: false,
+            registry_len: 64,
         }
     }
 }
@@ -128,6 +149,13 @@ impl<C: Flavor> Builder<C> {
     /// to truncate it).
     pub fn allow_unsealed(mut self, allow: bool) -> Self {
         self.options.allow_unsealed = allow;
+        self
+    }
+
+    /// MPMC only: how many endpoints (producers and consumers together) may be registered at
+    /// once, fixed at create (default 64, at most 1024).
+    pub fn registry_len(mut self, len: u32) -> Self {
+        self.options.registry_len = len;
         self
     }
 
@@ -226,23 +254,29 @@ impl Shared {
         &self.region
     }
 
-    /// The ring's memory: the header lines and `capacity` slots of `T` at the data offset.
-    pub(crate) fn ring_mem<T>(self: &Arc<Self>) -> RingMem<T> {
-        debug_assert_eq!(self.geometry.stride as usize, core::mem::size_of::<T>());
-        // SAFETY: `accept` checked data_offset + capacity * stride <= mapped length, and the
-        // data offset is aligned to max(128, align_of::<T>()) in a page-aligned mapping.
-        let slots = unsafe {
-            self.region
-                .base()
-                .as_ptr()
-                .add(self.geometry.data_offset as usize)
+    /// The ring's memory: the header, the registry after it, and `capacity` slots of `S` at
+    /// the data offset. `S` must be the slot type the geometry's stride was computed for.
+    pub(crate) fn ring_mem<S>(self: &Arc<Self>) -> RingMem<S> {
+        debug_assert_eq!(self.geometry.stride as usize, core::mem::size_of::<S>());
+        let base = self.region.base().as_ptr();
+        // SAFETY: `accept` (or create) checked HEADER_LEN + registry <= data_offset and
+        // data_offset + capacity * stride <= mapped length; the data offset is aligned to
+        // max(128, align_of::<T>()) and the registry to 128, in a page-aligned mapping.
+        let (registry, slots) = unsafe {
+            (
+                base.add(HEADER_LEN),
+                base.add(self.geometry.data_offset as usize),
+            )
         };
-        let slots = NonNull::new(slots.cast::<Slot<T>>()).expect("inside a mapping");
-        // SAFETY: header and slots are in the mapping, which the Arc<Shared> owner keeps
-        // mapped; the capacity is the validated local copy.
+        let registry = NonNull::new(registry.cast::<Entry>()).expect("inside a mapping");
+        let slots = NonNull::new(slots.cast::<S>()).expect("inside a mapping");
+        // SAFETY: header, registry and slots are in the mapping, which the Arc<Shared> owner
+        // keeps mapped; capacity and registry length are the validated local copies.
         unsafe {
             RingMem::from_raw(
                 self.region.base().cast(),
+                registry,
+                self.geometry.registry_len as usize,
                 slots,
                 self.geometry.capacity,
                 self.clone(),
@@ -250,35 +284,63 @@ impl Shared {
         }
     }
 
-    /// Claims a role: a fresh open file description with an exclusive lock on the role's
-    /// byte, then the role's state word set ACTIVE.
+    /// Claims the SPSC role on `byte`: a fresh open file description with an exclusive lock
+    /// on the byte, then the role's state word set ACTIVE.
     pub(crate) fn claim(
         self: &Arc<Self>,
         byte: u64,
         role: &'static str,
-        state: fn(&Header) -> &AtomicU32,
-    ) -> Result<RoleGuard, Error> {
-        crate::wait::prepare();
-        let fd = self.region.reopen()?;
-        match lock::try_lock(fd.as_fd(), byte, 1, true) {
-            Ok(true) => {}
-            Ok(false) => return Err(Error::RoleTaken { role }),
-            Err(e) => {
-                return Err(crate::region::os_error(
-                    "fcntl(F_OFD_SETLK)",
-                    &self.region.describe(),
-                    e,
-                ))
-            }
-        }
+        state: &AtomicU32,
+    ) -> Result<RoleLock, Error> {
+        let lock = self
+            .lock_first(byte..byte + 1)?
+            .ok_or(Error::RoleTaken { role })?;
         // Release: pairs with the Acquire loads in `peer_state`; the lock is already held, so
         // ACTIVE never describes a dead claimant.
-        state(self.header()).store(role_state::ACTIVE, Release);
-        Ok(RoleGuard {
-            shared: self.clone(),
-            fd,
-            state,
-        })
+        state.store(role_state::ACTIVE, Release);
+        Ok(lock.0)
+    }
+
+    /// Claims a free MPMC registry entry: its index, with the lock that holds it.
+    pub(crate) fn claim_entry(self: &Arc<Self>) -> Result<(RoleLock, usize), Error> {
+        let len = u64::from(self.geometry.registry_len);
+        let (lock, byte) = self
+            .lock_first(lock::REGISTRY..lock::REGISTRY + len)?
+            .ok_or(Error::RegistryFull {
+                len: self.geometry.registry_len,
+            })?;
+        Ok((lock, (byte - lock::REGISTRY) as usize))
+    }
+
+    /// Locks the first free byte of `bytes` on a fresh open file description of its own.
+    fn lock_first(
+        self: &Arc<Self>,
+        bytes: std::ops::Range<u64>,
+    ) -> Result<Option<(RoleLock, u64)>, Error> {
+        crate::wait::prepare();
+        let fd = self.region.reopen()?;
+        for byte in bytes {
+            match lock::try_lock(fd.as_fd(), byte, 1, true) {
+                Ok(true) => {
+                    return Ok(Some((
+                        RoleLock {
+                            shared: self.clone(),
+                            fd,
+                        },
+                        byte,
+                    )))
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(crate::region::os_error(
+                        "fcntl(F_OFD_SETLK)",
+                        &self.region.describe(),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -323,29 +385,26 @@ fn wait_ready(region: &Region, wait: Duration) -> Result<Config, Error> {
     }
 }
 
-/// A claimed role. Dropping it marks the role CLOSED, then releases the lock (in that order,
-/// so a clean close is never mistaken for a death).
-pub(crate) struct RoleGuard {
+/// A claimed role's liveness lock, on an open file description of its own; the kernel
+/// releases it when this drops or the process dies. Endpoints mark their role closed in
+/// their own `Drop`, which runs before this field drops: a clean close is never taken for a
+/// death.
+pub(crate) struct RoleLock {
     shared: Arc<Shared>,
     fd: OwnedFd,
-    state: fn(&Header) -> &AtomicU32,
 }
 
-impl RoleGuard {
+impl RoleLock {
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
-    /// The descriptor that holds this role's lock (probes of other roles go through it).
-    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl Drop for RoleGuard {
-    fn drop(&mut self) {
-        // CLOSED first, the lock (with `fd`) after: a clean close is never taken for a death.
-        crate::ring::close(self.shared.header(), (self.state)(self.shared.header()));
+    /// Whether another process's endpoint holds the lock on `byte` (a system call). Our own
+    /// locks never count: F_OFD_GETLK reports only other descriptions' locks.
+    pub(crate) fn held_elsewhere(&self, byte: u64) -> bool {
+        // Cannot probe (should not happen on a descriptor we hold): assume alive rather than
+        // cut a healthy channel.
+        lock::is_locked(self.fd.as_fd(), byte, 1).unwrap_or(true)
     }
 }
 
@@ -370,21 +429,16 @@ impl PeerState {
     }
 }
 
-/// Reads a role's state, probing its lock to tell a live endpoint from a dead one.
-pub(crate) fn peer_state(guard: &RoleGuard, byte: u64, state: &AtomicU32) -> PeerState {
-    // Acquire: pairs with the Release stores in `claim` and `RoleGuard::drop`.
+/// Reads an SPSC role's state, probing its lock to tell a live endpoint from a dead one.
+pub(crate) fn peer_state(lock: &RoleLock, byte: u64, state: &AtomicU32) -> PeerState {
+    // Acquire: pairs with the Release stores in `claim` and in `ring::close`.
     match state.load(Acquire) {
         role_state::NONE => PeerState::NotConnected,
-        role_state::ACTIVE => match lock::is_locked(guard.fd(), byte, 1) {
-            Ok(true) => PeerState::Alive,
-            // No lock: died, unless it closed between our two reads.
-            Ok(false) => match state.load(Acquire) {
-                role_state::CLOSED => PeerState::Closed,
-                _ => PeerState::Died,
-            },
-            // Cannot probe (should not happen on a descriptor we hold): assume alive rather
-            // than cut a healthy channel.
-            Err(_) => PeerState::Alive,
+        role_state::ACTIVE if lock.held_elsewhere(byte) => PeerState::Alive,
+        // No lock: died, unless it closed between our two reads.
+        role_state::ACTIVE => match state.load(Acquire) {
+            role_state::CLOSED => PeerState::Closed,
+            _ => PeerState::Died,
         },
         // CLOSED, or a value no correct peer writes: either way nobody is there.
         _ => PeerState::Closed,

@@ -57,6 +57,11 @@ pub enum Error {
         /// `"producer"` or `"consumer"`.
         role: &'static str,
     },
+    /// Every MPMC registry entry is held by a live endpoint.
+    RegistryFull {
+        /// The registry's size, fixed at create.
+        len: u32,
+    },
     /// An argument was out of range (capacity not a power of two, a name with a slash, ...).
     InvalidArgument(String),
     /// Any other OS error.
@@ -179,6 +184,11 @@ impl fmt::Display for Error {
                 "the {role} role is held by a live endpoint: a channel has one {role}; drop the \
                  other one first"
             ),
+            Error::RegistryFull { len } => write!(
+                f,
+                "all {len} endpoint entries of this MPMC channel are held by live endpoints: drop \
+                 some, or create the channel with a larger Builder::registry_len"
+            ),
             Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
             Error::Io { op, what, source } => write!(f, "{op} on {what} failed: {source}"),
         }
@@ -229,6 +239,13 @@ pub enum TryPopError {
     Empty,
     /// The ring is empty and the producer is gone: nothing more will come.
     Disconnected,
+    /// MPMC only: a producer died after claiming the slot at `position` and before
+    /// publishing it. The slot was skipped; nothing that was published is lost, and the next
+    /// pop continues with the following items.
+    ProducerDied {
+        /// The skipped position.
+        position: u64,
+    },
     /// The shared header holds an impossible value.
     Corrupt(Corruption),
 }
@@ -240,6 +257,11 @@ pub enum PopError {
     Timeout,
     /// The ring is empty and the producer is gone: nothing more will come.
     Disconnected,
+    /// MPMC only: see [`TryPopError::ProducerDied`].
+    ProducerDied {
+        /// The skipped position.
+        position: u64,
+    },
     /// The shared header holds an impossible value.
     Corrupt(Corruption),
 }
@@ -325,16 +347,76 @@ macro_rules! plain_error {
     };
 }
 
-plain_error!(TryPopError {
-    Empty => "the ring is empty",
-    Disconnected => "the producer is gone and the ring is drained",
-    Corrupt(c) => "the shared header is corrupt"
-});
-plain_error!(PopError {
-    Timeout => "the ring stayed empty until the timeout",
-    Disconnected => "the producer is gone and the ring is drained",
-    Corrupt(c) => "the shared header is corrupt"
-});
+const DRAINED: &str = "the producer is gone and the ring is drained";
+
+fn producer_died(f: &mut fmt::Formatter<'_>, position: u64) -> fmt::Result {
+    write!(
+        f,
+        "a producer died after claiming position {position} and before publishing it; that slot \
+         was skipped (nothing published is lost) and the next pop continues"
+    )
+}
+
+impl fmt::Display for TryPopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryPopError::Empty => f.write_str("the ring is empty"),
+            TryPopError::Disconnected => f.write_str(DRAINED),
+            TryPopError::ProducerDied { position } => producer_died(f, *position),
+            TryPopError::Corrupt(c) => write!(f, "the shared header is corrupt: {c}"),
+        }
+    }
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PopError::Timeout => f.write_str("the ring stayed empty until the timeout"),
+            other => TryPopError::from_pop(*other).fmt(f),
+        }
+    }
+}
+
+impl TryPopError {
+    /// The same failure, for a non-timeout `PopError`.
+    fn from_pop(e: PopError) -> TryPopError {
+        match e {
+            PopError::Disconnected => TryPopError::Disconnected,
+            PopError::ProducerDied { position } => TryPopError::ProducerDied { position },
+            PopError::Corrupt(c) => TryPopError::Corrupt(c),
+            PopError::Timeout => TryPopError::Empty,
+        }
+    }
+}
+
+/// What a blocking pop reports for what a non-blocking attempt found: an empty ring at the
+/// end of the wait is a timeout.
+impl From<TryPopError> for PopError {
+    fn from(e: TryPopError) -> PopError {
+        match e {
+            TryPopError::Empty => PopError::Timeout,
+            TryPopError::Disconnected => PopError::Disconnected,
+            TryPopError::ProducerDied { position } => PopError::ProducerDied { position },
+            TryPopError::Corrupt(c) => PopError::Corrupt(c),
+        }
+    }
+}
+
+/// What a blocking push reports for what a non-blocking attempt found: a full ring at the
+/// end of the wait is a timeout.
+impl<T> From<TryPushError<T>> for PushError<T> {
+    fn from(e: TryPushError<T>) -> PushError<T> {
+        match e {
+            TryPushError::Full(value) => PushError::Timeout(value),
+            TryPushError::Disconnected(value) => PushError::Disconnected(value),
+            TryPushError::Corrupt(value, c) => PushError::Corrupt(value, c),
+        }
+    }
+}
+
+impl std::error::Error for TryPopError {}
+impl std::error::Error for PopError {}
+
 plain_error!(ChunkError {
     TooFew(n) => "fewer slots or items than asked for; available now",
     Disconnected => "the peer is gone",

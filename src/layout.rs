@@ -4,12 +4,14 @@
 //! offset  size  field                    written by
 //!      0   64   Config (plain, Pod)      creator, before READY; never again
 //!     64    4   init                     creator: READY, last, with Release
-//!     68    4   producer_state           SPSC producer role: NONE/ACTIVE/CLOSED
-//!     72    4   consumer_state           SPSC consumer role
-//!    128  128   producer Line            producer: tail; consumers park on its event word
-//!    256  128   consumer Line            consumer: head; producers park on its event word
-//!    384  4*R   registry (MPMC)          one state word per endpoint slot
-//!   data_offset (128-aligned)            the slots
+//!     68    4   producer_state           SPSC: NONE/ACTIVE/CLOSED; MPMC: EVER | live count
+//!     72    4   consumer_state           likewise for the consumer role(s)
+//!    128  128   producer Line            SPSC tail / MPMC enqueue position; consumers park on
+//!                                        its event word
+//!    256  128   consumer Line            SPSC head / MPMC dequeue position; producers park
+//!                                        on its event word
+//!    384  128*R registry (MPMC)          one Entry per endpoint: role and claimed position
+//!   data_offset (128-aligned)            the slots (MPMC: a sequence word, then the value)
 //! ```
 //!
 //! Each writer owns a 128-byte group (x86 prefetches cache lines in pairs), so a push touches
@@ -36,6 +38,7 @@ pub(crate) const HEADER_LEN: usize = 3 * GROUP;
 #[repr(u32)]
 pub(crate) enum Kind {
     Spsc = 1,
+    Mpmc = 2,
 }
 
 impl Kind {
@@ -56,6 +59,46 @@ pub(crate) mod role_state {
     pub(crate) const ACTIVE: u32 = 1;
     /// The last endpoint closed it cleanly.
     pub(crate) const CLOSED: u32 = 2;
+}
+
+/// MPMC role counts (`producer_state`, `consumer_state`): bit 31 is set once any endpoint
+/// of the role has registered, the low bits count registered endpoints that have not closed
+/// (a crashed one still counts until its registry entry is taken over).
+pub(crate) mod role_count {
+    pub(crate) const EVER: u32 = 1 << 31;
+    pub(crate) const COUNT: u32 = EVER - 1;
+}
+
+/// Registry entry states (0: never used).
+pub(crate) mod entry_state {
+    /// Held by a producer (live if its lock is held, else dead).
+    pub(crate) const PRODUCER: u32 = 1;
+    /// Held by a consumer.
+    pub(crate) const CONSUMER: u32 = 2;
+    /// Its last endpoint closed cleanly.
+    pub(crate) const CLOSED: u32 = 3;
+}
+
+/// `Entry::claiming` when the endpoint is between operations.
+pub(crate) const IDLE: u64 = u64::MAX;
+/// Most MPMC registry entries a region may have (bounds every scan of the registry).
+pub(crate) const MAX_REGISTRY: u32 = 1024;
+
+/// One MPMC endpoint's registry entry, a group of its own (it writes `claiming` on every
+/// operation). `claiming` holds the position the endpoint is claiming or has claimed and not
+/// finished with, written *before* its claim, so that when it dies mid-operation the others
+/// can find what it left unfinished.
+#[repr(C, align(128))]
+pub(crate) struct Entry {
+    pub state: AtomicU32,
+    pub claiming: AtomicU64,
+}
+
+/// An MPMC slot: the sequence word, then the value, so one Release store publishes it.
+#[repr(C)]
+pub(crate) struct MpmcSlot<T> {
+    pub seq: AtomicU64,
+    pub value: crate::sync::UnsafeCell<T>,
 }
 
 /// The static part of the header: written once by the creator before READY.
@@ -124,6 +167,12 @@ mod pinned {
     const_assert_eq!(offset_of!(Line, waiters), 12);
     const_assert_eq!(size_of::<Line>(), GROUP);
     const_assert_eq!(size_of::<Header>(), HEADER_LEN);
+    const_assert_eq!(offset_of!(Entry, state), 0);
+    const_assert_eq!(offset_of!(Entry, claiming), 8);
+    const_assert_eq!(size_of::<Entry>(), GROUP);
+    const_assert_eq!(offset_of!(MpmcSlot<u64>, value), 8);
+    const_assert_eq!(size_of::<MpmcSlot<u64>>(), 16);
+    const_assert_eq!(size_of::<MpmcSlot<[u8; 3]>>(), 16);
     const_assert_eq!(align_of::<Header>(), GROUP);
 }
 
@@ -187,7 +236,12 @@ impl Geometry {
                 "slot alignment {slot_align} exceeds the page size (4096)"
             )));
         }
-        let registry_bytes = u64::from(registry_len) * 4;
+        if registry_len > MAX_REGISTRY {
+            return Err(Error::InvalidArgument(format!(
+                "registry length {registry_len} exceeds {MAX_REGISTRY}"
+            )));
+        }
+        let registry_bytes = u64::from(registry_len) * GROUP as u64;
         let data_offset = round_up(
             HEADER_LEN as u64 + registry_bytes,
             GROUP.max(slot_align) as u64,
@@ -296,10 +350,18 @@ impl Geometry {
                 found.capacity.to_string(),
             ));
         }
-        if expected.kind == Kind::Spsc && found.registry_len != 0 {
+        let registry_ok = match expected.kind {
+            Kind::Spsc => found.registry_len == 0,
+            Kind::Mpmc => (1..=MAX_REGISTRY).contains(&found.registry_len),
+        };
+        if !registry_ok {
+            let want = match expected.kind {
+                Kind::Spsc => "0".to_string(),
+                Kind::Mpmc => format!("1 to {MAX_REGISTRY}"),
+            };
             return Err(mismatch(
                 "registry length",
-                "0".into(),
+                want,
                 found.registry_len.to_string(),
             ));
         }
@@ -355,17 +417,33 @@ pub(crate) struct Expected {
 }
 
 impl Header {
-    /// A header on the heap (loom models, miri, unit tests): all counters zero, both roles
-    /// active.
+    /// A header on the heap (loom models, miri, unit tests): all counters zero, SPSC roles
+    /// active, no MPMC endpoint registered yet.
     #[cfg(any(test, shmlane_loom))]
     pub(crate) fn new_heap(config: Config) -> Header {
+        let state = if config.kind == Kind::Spsc as u32 {
+            role_state::ACTIVE
+        } else {
+            0
+        };
         Header {
             config,
             init: AtomicU32::new(READY),
-            producer_state: AtomicU32::new(role_state::ACTIVE),
-            consumer_state: AtomicU32::new(role_state::ACTIVE),
+            producer_state: AtomicU32::new(state),
+            consumer_state: AtomicU32::new(state),
             producer: Line::new(),
             consumer: Line::new(),
+        }
+    }
+}
+
+impl Entry {
+    #[cfg(any(test, shmlane_loom))]
+    pub(crate) fn new() -> Entry {
+        // State 0: never used.
+        Entry {
+            state: AtomicU32::new(0),
+            claiming: AtomicU64::new(IDLE),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! create time (never a SIGBUS), a corrupt or hostile header is an error (never undefined
 //! behaviour), and a region made for another type is refused at open.
 //!
-//! Start with [`spsc::Channel`] and [`Backing`].
+//! Start with [`spsc::Channel`] (one producer, one consumer) or [`mpmc::Channel`] (any number
+//! of each), and [`Backing`].
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 // A loom build compiles only the file-free core; what the endpoints alone use is unused there.
@@ -27,6 +28,8 @@ mod channel;
 #[cfg(shmlane_loom)]
 #[doc(hidden)]
 pub mod model;
+#[cfg(not(shmlane_loom))]
+pub mod mpmc;
 #[cfg(not(shmlane_loom))]
 mod region;
 #[cfg(not(shmlane_loom))]

@@ -3,15 +3,14 @@
 //! absent (a model has no processes to die), so a peer is gone only once it closed.
 
 use crate::error::{Corruption, PopError, PushError, TryPopError, TryPushError};
-use crate::layout::Kind;
-use crate::ring::{self, spsc, RingMem};
+use crate::ring::{self, spsc};
 use crate::wait::WaitMode;
 
 /// A ring of `capacity` slots on the heap, split into its two ends.
 pub fn spsc<T: bytemuck::Zeroable + Copy + Send + 'static>(
     capacity: u64,
 ) -> (Producer<T>, Consumer<T>) {
-    let mem = RingMem::<T>::heap(Kind::Spsc, capacity);
+    let mem = spsc::heap::<T>(capacity);
     let producer = spsc::Producer::attach(mem.clone()).expect("a new ring is consistent");
     let consumer = spsc::Consumer::attach(mem).expect("a new ring is consistent");
     (Producer { ring: producer }, Consumer { ring: consumer })

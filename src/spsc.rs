@@ -34,17 +34,15 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use crate::channel::{peer_state, Builder, Flavor, Options, PeerState, RoleGuard, Shared};
+use crate::channel::{
+    deadline, peer_state, probe_due, Builder, Flavor, Options, PeerState, RoleLock, Shared,
+};
 use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{type_tag_of, Expected, Geometry, Header, Kind};
 use crate::region::{lock, Backing};
-use crate::ring::spsc as ring;
+use crate::ring::{self as rings, spsc as ring};
 use crate::sync::AtomicU32;
 use crate::wait::WaitMode;
-
-/// How often a non-blocking call that finds the ring full (or empty) may probe the peer's
-/// lock, a system call.
-const PROBE_INTERVAL: Duration = Duration::from_millis(1);
 
 /// A handle to an SPSC channel region. Cheap to keep; endpoints keep the region mapped on
 /// their own.
@@ -116,9 +114,11 @@ impl<T: Pod> Channel<T> {
 
     /// Claims the producer role. `Error::RoleTaken` while another live producer holds it.
     pub fn producer(&self) -> Result<Producer<T>, Error> {
-        let role = self
-            .shared
-            .claim(lock::PRODUCER, "producer", |h| &h.producer_state)?;
+        let role = self.shared.claim(
+            lock::PRODUCER,
+            "producer",
+            &self.shared.header().producer_state,
+        )?;
         let ring = ring::Producer::attach(self.shared.ring_mem())?;
         Ok(Producer {
             ring,
@@ -130,9 +130,11 @@ impl<T: Pod> Channel<T> {
 
     /// Claims the consumer role. `Error::RoleTaken` while another live consumer holds it.
     pub fn consumer(&self) -> Result<Consumer<T>, Error> {
-        let role = self
-            .shared
-            .claim(lock::CONSUMER, "consumer", |h| &h.consumer_state)?;
+        let role = self.shared.claim(
+            lock::CONSUMER,
+            "consumer",
+            &self.shared.header().consumer_state,
+        )?;
         let ring = ring::Consumer::attach(self.shared.ring_mem())?;
         Ok(Consumer {
             ring,
@@ -156,29 +158,14 @@ impl<T: Pod> Channel<T> {
 
 /// Whether the role on `byte` has died: its state word says ACTIVE but no live lock holds
 /// it (a system call).
-fn role_died(role: &RoleGuard, byte: u64, state: &AtomicU32) -> bool {
+fn role_died(role: &RoleLock, byte: u64, state: &AtomicU32) -> bool {
     peer_state(role, byte, state) == PeerState::Died
-}
-
-/// Rate limit for the lock probes of non-blocking calls.
-fn probe_due(last_probe: &mut Instant) -> bool {
-    let now = Instant::now();
-    if now.duration_since(*last_probe) >= PROBE_INTERVAL {
-        *last_probe = now;
-        return true;
-    }
-    false
-}
-
-fn deadline(timeout: Duration) -> Option<Instant> {
-    // A timeout too large for Instant is no timeout.
-    Instant::now().checked_add(timeout)
 }
 
 /// The sending end. `Send`, not `Sync`: one thread uses it at a time.
 pub struct Producer<T: Pod> {
     ring: ring::Producer<T>,
-    role: RoleGuard,
+    role: RoleLock,
     wait: WaitMode,
     last_probe: Instant,
 }
@@ -304,6 +291,13 @@ impl<T: Pod> Producer<T> {
     }
 }
 
+impl<T: Pod> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // Before the lock (a later field) goes: a clean close is never taken for a death.
+        rings::close(self.header(), &self.header().producer_state);
+    }
+}
+
 /// Free slots of a producer, reserved for writing in place: write them through
 /// [`as_mut_slices`](Self::as_mut_slices), then publish a prefix with
 /// [`commit`](Self::commit). Dropping it commits nothing.
@@ -375,7 +369,7 @@ impl<T: Pod> WriteChunk<'_, T> {
 /// The receiving end. `Send`, not `Sync`: one thread uses it at a time.
 pub struct Consumer<T: Pod> {
     ring: ring::Consumer<T>,
-    role: RoleGuard,
+    role: RoleLock,
     wait: WaitMode,
     last_probe: Instant,
 }
@@ -506,6 +500,13 @@ impl<T: Pod> Consumer<T> {
     /// How blocking calls wait (default [`WaitMode::Adaptive`]).
     pub fn set_wait_mode(&mut self, mode: WaitMode) {
         self.wait = mode;
+    }
+}
+
+impl<T: Pod> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // Before the lock (a later field) goes: a clean close is never taken for a death.
+        rings::close(self.header(), &self.header().consumer_state);
     }
 }
 

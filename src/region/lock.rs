@@ -16,6 +16,8 @@ pub(crate) const PRESENCE: u64 = 0;
 pub(crate) const PRODUCER: u64 = 1;
 /// SPSC consumer role.
 pub(crate) const CONSUMER: u64 = 2;
+/// MPMC registry entry `i` is this byte plus `i`.
+pub(crate) const REGISTRY: u64 = 16;
 
 fn flock(kind: libc::c_short, start: u64, len: u64) -> libc::flock {
     // SAFETY: flock is a plain C struct; all-zero is a valid value (and l_pid must be 0 for

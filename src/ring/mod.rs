@@ -2,12 +2,13 @@
 //! the memory is a mapping in normal use, and the heap under loom, miri and unit tests, through
 //! the one [`RingMem`] type.
 
+pub(crate) mod mpmc;
 pub(crate) mod spsc;
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::layout::{role_state, Header, Line};
+use crate::layout::{role_state, Entry, Header, Line};
 use crate::sync::{
     AtomicU32,
     Ordering::{Acquire, Release},
@@ -52,17 +53,20 @@ pub(crate) fn close(header: &Header, state: &AtomicU32) {
     wait::notify(&header.consumer);
 }
 
-/// Where a ring lives: the header's two lines and the slots, plus an owner that keeps that
-/// memory alive as long as any endpoint uses it.
-pub(crate) struct RingMem<T> {
+/// Where a ring lives: the header, the MPMC registry (empty for SPSC), and `capacity` slots
+/// of type `S`, plus an owner that keeps that memory alive as long as any endpoint uses it.
+pub(crate) struct RingMem<S> {
     header: NonNull<Header>,
-    slots: NonNull<Slot<T>>,
+    registry: NonNull<Entry>,
+    /// Process-local copy, like `capacity`.
+    registry_len: usize,
+    slots: NonNull<S>,
     /// Process-local copy; a power of two. Never re-read from shared memory.
     capacity: u64,
     _owner: Arc<dyn Send + Sync>,
 }
 
-impl<T> Clone for RingMem<T> {
+impl<S> Clone for RingMem<S> {
     fn clone(&self) -> Self {
         RingMem {
             _owner: self._owner.clone(),
@@ -71,24 +75,30 @@ impl<T> Clone for RingMem<T> {
     }
 }
 
-// SAFETY: RingMem is a pair of pointers into memory kept alive by `_owner` (which is Send +
-// Sync); the ring protocol decides who touches which slot, and slots hold `T: Send` values.
-unsafe impl<T: Send> Send for RingMem<T> {}
+// SAFETY: RingMem is pointers into memory kept alive by `_owner` (which is Send + Sync); the
+// ring protocol decides who touches which slot, and a slot's value moves between threads
+// only if it may (`S: Send`).
+unsafe impl<S: Send> Send for RingMem<S> {}
 
-impl<T> RingMem<T> {
+impl<S> RingMem<S> {
     /// # Safety
-    /// `header` must point to a valid, initialised [`Header`] and `slots` to `capacity`
-    /// consecutive slots, both kept alive (and not unmapped) by `owner`; `capacity` must be a
+    /// `header` must point to a valid, initialised [`Header`], `registry` to `registry_len`
+    /// consecutive entries (any non-null, aligned pointer when 0), and `slots` to `capacity`
+    /// consecutive slots, all kept alive (and not unmapped) by `owner`; `capacity` must be a
     /// power of two.
     pub(crate) unsafe fn from_raw(
         header: NonNull<Header>,
-        slots: NonNull<Slot<T>>,
+        registry: NonNull<Entry>,
+        registry_len: usize,
+        slots: NonNull<S>,
         capacity: u64,
         owner: Arc<dyn Send + Sync>,
     ) -> Self {
         debug_assert!(capacity.is_power_of_two());
         RingMem {
             header,
+            registry,
+            registry_len,
             slots,
             capacity,
             _owner: owner,
@@ -116,20 +126,20 @@ impl<T> RingMem<T> {
         self.capacity
     }
 
+    /// The registry's entries (MPMC; empty for SPSC).
+    pub(crate) fn registry(&self) -> &[Entry] {
+        // SAFETY: from_raw's contract: `registry_len` live entries (atomics only, so shared
+        // references are sound whatever peers do).
+        unsafe { std::slice::from_raw_parts(self.registry.as_ptr(), self.registry_len) }
+    }
+
     /// The slot a position maps to. Always in bounds: the index is masked with the local
     /// capacity, whatever the position.
     #[inline(always)]
-    pub(crate) fn slot(&self, pos: u64) -> &Slot<T> {
+    pub(crate) fn slot(&self, pos: u64) -> &S {
         let index = (pos & (self.capacity - 1)) as usize;
         // SAFETY: index < capacity, and from_raw guarantees `capacity` live slots.
         unsafe { &*self.slots.as_ptr().add(index) }
-    }
-
-    /// Raw pointer to the `T` in the slot of `pos`, for building chunk slices.
-    #[cfg(not(shmlane_loom))]
-    #[inline(always)]
-    pub(crate) fn slot_ptr(&self, pos: u64) -> *mut T {
-        self.slot(pos).with_mut(|p| p)
     }
 
     /// Splits `len` slots from `pos` into the run up to the end of the array and the run that
@@ -142,48 +152,63 @@ impl<T> RingMem<T> {
     }
 }
 
-/// Heap storage for a ring: what loom, miri and unit tests run the real ring code on.
-#[cfg(any(test, shmlane_loom))]
-pub(crate) struct HeapRing<T> {
-    // Owned only to be freed with the ring: reached through RingMem's pointers.
-    _header: Box<Header>,
-    _slots: Box<[Slot<T>]>,
+impl<T> RingMem<Slot<T>> {
+    /// Raw pointer to the `T` in the slot of `pos`, for building chunk slices.
+    #[cfg(not(shmlane_loom))]
+    #[inline(always)]
+    pub(crate) fn slot_ptr(&self, pos: u64) -> *mut T {
+        self.slot(pos).with_mut(|p| p)
+    }
 }
 
-// SAFETY: the header holds only atomics and plain data; slots are reached only through the
-// ring protocol, which hands each slot to one side at a time.
+/// Heap storage for a ring: what loom, miri and unit tests run the real ring code on.
 #[cfg(any(test, shmlane_loom))]
-unsafe impl<T: Send> Sync for HeapRing<T> {}
+pub(crate) struct HeapRing<S> {
+    // Owned only to be freed with the ring: reached through RingMem's pointers.
+    _header: Box<Header>,
+    _registry: Box<[Entry]>,
+    _slots: Box<[S]>,
+}
+
+// SAFETY: the header and registry hold only atomics and plain data; slots are reached only
+// through the ring protocol, which hands each slot to one side at a time.
+#[cfg(any(test, shmlane_loom))]
+unsafe impl<S: Send> Sync for HeapRing<S> {}
 // SAFETY: as above; moving the owner moves no slot.
 #[cfg(any(test, shmlane_loom))]
-unsafe impl<T: Send> Send for HeapRing<T> {}
+unsafe impl<S: Send> Send for HeapRing<S> {}
 
 #[cfg(any(test, shmlane_loom))]
-impl<T: bytemuck::Zeroable + Send + 'static> RingMem<T> {
-    /// A ring of `capacity` (a power of two) zeroed slots on the heap.
-    pub(crate) fn heap(kind: crate::layout::Kind, capacity: u64) -> RingMem<T> {
-        let geometry = crate::layout::Geometry::new(
-            kind,
-            capacity,
-            core::mem::size_of::<T>(),
-            core::mem::align_of::<T>(),
-            core::mem::size_of::<T>(),
-            crate::layout::type_tag_of::<T>(),
-            0,
-        )
-        .expect("heap rings are built with a power-of-two capacity");
+impl<S: Send + 'static> RingMem<S> {
+    /// A ring on the heap for `geometry`, its slots made by `slot(index)`.
+    pub(crate) fn heap(
+        geometry: &crate::layout::Geometry,
+        slot: impl FnMut(u64) -> S,
+    ) -> RingMem<S> {
         let header = Box::new(Header::new_heap(geometry.config()));
-        let slots: Box<[Slot<T>]> = (0..capacity)
-            .map(|_| UnsafeCell::new(T::zeroed()))
-            .collect();
+        let registry: Box<[Entry]> = (0..geometry.registry_len).map(|_| Entry::new()).collect();
+        let slots: Box<[S]> = (0..geometry.capacity).map(slot).collect();
         let header_ptr = NonNull::from(&*header);
-        let slots_ptr = NonNull::new(slots.as_ptr() as *mut Slot<T>).expect("a box is non-null");
+        let registry_ptr =
+            NonNull::new(registry.as_ptr() as *mut Entry).expect("a box is non-null");
+        let slots_ptr = NonNull::new(slots.as_ptr() as *mut S).expect("a box is non-null");
+        let (registry_len, capacity) = (registry.len(), geometry.capacity);
         let owner = Arc::new(HeapRing {
             _header: header,
+            _registry: registry,
             _slots: slots,
         });
-        // SAFETY: both pointers point into boxes owned by `owner`; moving a Box does not move
-        // its heap allocation; there are `capacity` slots.
-        unsafe { RingMem::from_raw(header_ptr, slots_ptr, capacity, owner) }
+        // SAFETY: every pointer points into a box owned by `owner`; moving a Box does not move
+        // its heap allocation; the lengths are the boxes' lengths.
+        unsafe {
+            RingMem::from_raw(
+                header_ptr,
+                registry_ptr,
+                registry_len,
+                slots_ptr,
+                capacity,
+                owner,
+            )
+        }
     }
 }

@@ -14,15 +14,15 @@
 
 use std::time::Instant;
 
-use super::RingMem;
 use super::{peer_gone, publish};
+use super::{RingMem, Slot};
 use crate::error::{ChunkError, Corruption, PopError, PushError, TryPopError, TryPushError};
 use crate::sync::Ordering::Acquire;
 use crate::wait::{self, WaitMode};
 
 /// The producer's half of the protocol.
 pub(crate) struct Producer<T> {
-    mem: RingMem<T>,
+    mem: RingMem<Slot<T>>,
     /// Items pushed, as far as this producer knows: authoritative, the shared tail is only a
     /// publication of it.
     tail: u64,
@@ -32,7 +32,7 @@ pub(crate) struct Producer<T> {
 
 /// The consumer's half of the protocol.
 pub(crate) struct Consumer<T> {
-    mem: RingMem<T>,
+    mem: RingMem<Slot<T>>,
     head: u64,
     /// Last tail read from the producer's line.
     tail_cache: u64,
@@ -53,7 +53,7 @@ fn check_pair(head: u64, tail: u64, capacity: u64) -> Result<(), Corruption> {
 
 impl<T: Copy> Producer<T> {
     /// Takes over the producer side of a ring, continuing from its shared tail.
-    pub(crate) fn attach(mem: RingMem<T>) -> Result<Self, Corruption> {
+    pub(crate) fn attach(mem: RingMem<Slot<T>>) -> Result<Self, Corruption> {
         // Acquire: pairs with the Release stores of a previous producer's `commit` and the
         // consumer's `release`, so we continue from what they published.
         let tail = mem.producer_line().pos.load(Acquire);
@@ -197,13 +197,10 @@ impl<T: Copy> Producer<T> {
                 self.try_push(value, probe, died)
             })
         });
-        match outcome {
-            Some(Ok(())) => Ok(()),
-            Some(Err(TryPushError::Disconnected(value))) => Err(PushError::Disconnected(value)),
-            Some(Err(TryPushError::Corrupt(value, c))) => Err(PushError::Corrupt(value, c)),
-            // `try_push` reports a full ring as None, never as Full.
-            Some(Err(TryPushError::Full(_))) | None => Err(PushError::Timeout(value)),
-        }
+        // `try_push` reports a full ring as None: at the end of the wait that is a timeout.
+        outcome
+            .unwrap_or(Err(TryPushError::Full(value)))
+            .map_err(PushError::from)
     }
 
     /// Waits as `mode` says until `deadline` for `n` free slots.
@@ -239,14 +236,14 @@ impl<T: Copy> Producer<T> {
         self.tail
     }
 
-    pub(crate) fn mem(&self) -> &RingMem<T> {
+    pub(crate) fn mem(&self) -> &RingMem<Slot<T>> {
         &self.mem
     }
 }
 
 impl<T: Copy> Consumer<T> {
     /// Takes over the consumer side of a ring, continuing from its shared head.
-    pub(crate) fn attach(mem: RingMem<T>) -> Result<Self, Corruption> {
+    pub(crate) fn attach(mem: RingMem<Slot<T>>) -> Result<Self, Corruption> {
         // Acquire: pairs with the Release stores in `Consumer::release` (of a previous
         // consumer) and `Producer::commit`.
         let head = mem.consumer_line().pos.load(Acquire);
@@ -389,13 +386,10 @@ impl<T: Copy> Consumer<T> {
                 self.try_pop(probe, died)
             })
         });
-        match outcome {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(TryPopError::Disconnected)) => Err(PopError::Disconnected),
-            Some(Err(TryPopError::Corrupt(c))) => Err(PopError::Corrupt(c)),
-            // `try_pop` reports an empty ring as None, never as Empty.
-            Some(Err(TryPopError::Empty)) | None => Err(PopError::Timeout),
-        }
+        // `try_pop` reports an empty ring as None: at the end of the wait that is a timeout.
+        outcome
+            .unwrap_or(Err(TryPopError::Empty))
+            .map_err(PopError::from)
     }
 
     /// Waits as `mode` says until `deadline` for `n` items; returns early (Ok) when the
@@ -425,19 +419,35 @@ impl<T: Copy> Consumer<T> {
         self.head
     }
 
-    pub(crate) fn mem(&self) -> &RingMem<T> {
+    pub(crate) fn mem(&self) -> &RingMem<Slot<T>> {
         &self.mem
     }
+}
+
+/// A ring of `capacity` (a power of two) zeroed slots on the heap.
+#[cfg(any(test, shmlane_loom))]
+pub(crate) fn heap<T: bytemuck::Zeroable + Send + 'static>(capacity: u64) -> RingMem<Slot<T>> {
+    let size = core::mem::size_of::<T>();
+    let geometry = crate::layout::Geometry::new(
+        crate::layout::Kind::Spsc,
+        capacity,
+        size,
+        core::mem::align_of::<T>(),
+        size,
+        crate::layout::type_tag_of::<T>(),
+        0,
+    )
+    .expect("heap rings are built with a power-of-two capacity");
+    RingMem::heap(&geometry, |_| Slot::new(T::zeroed()))
 }
 
 #[cfg(all(test, not(shmlane_loom)))]
 mod tests {
     use super::*;
-    use crate::layout::Kind;
     use crate::sync::Ordering::Relaxed;
 
     fn ring(capacity: u64) -> (Producer<u64>, Consumer<u64>) {
-        let mem = RingMem::<u64>::heap(Kind::Spsc, capacity);
+        let mem = heap::<u64>(capacity);
         (
             Producer::attach(mem.clone()).unwrap(),
             Consumer::attach(mem).unwrap(),

@@ -1,0 +1,314 @@
+//! Multi-producer multi-consumer channels of `T: Pod` between processes: every item is
+//! delivered to exactly one consumer.
+//!
+//! ```no_run
+//! use shmlane::{mpmc, Backing};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let chan = mpmc::Channel::<u64>::create(Backing::shm("doc-jobs"), 1024)?;
+//! let mut tx = chan.producer()?; // any number, in any number of processes
+//! tx.push(7)?;
+//! let mut rx = mpmc::Channel::<u64>::open(Backing::shm("doc-jobs"))?.consumer()?;
+//! assert_eq!(rx.pop()?, 7);
+//! # Ok(()) }
+//! ```
+//!
+//! # Endpoints and disconnects
+//! `producer()` and `consumer()` may be called any number of times, in any number of
+//! processes, up to the registry size fixed at create ([`Builder::registry_len`], default
+//! 64; `Error::RegistryFull` beyond). Each endpoint holds a liveness lock on its registry
+//! entry; the entry of one that closed or died is reused. Consumers get `Disconnected` once
+//! every producer is gone and the ring is drained; producers once every consumer is gone.
+//! While no endpoint of a role has ever registered, the other side waits for it.
+//!
+//! # When a process dies mid-operation
+//! - A producer that dies after claiming a slot and before publishing it leaves a hole. A
+//!   consumer that reaches it finds the producer dead (its lock is gone), skips the slot and
+//!   returns [`PopError::ProducerDied`] (or [`TryPopError::ProducerDied`]) with its position,
+//!   once; the next pop continues with the items after it. Every item that was published,
+//!   before or after the hole, is delivered exactly once. A blocked consumer notices within
+//!   about 50 ms.
+//! - A consumer that dies after taking an item and before releasing its slot loses that one
+//!   item (it was taken, never delivered). Producers that find the ring full because of it
+//!   free the slot when they notice the consumer is dead, and carry on; no error is reported.
+//! - Nothing needs recreating: the channel keeps working for the survivors. A process that
+//!   wants a clean slate after a crash can drain what is published and create a new channel.
+
+use std::marker::PhantomData;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use crate::channel::{deadline, probe_due, Builder, Flavor, Options, RoleLock, Shared};
+use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
+use crate::layout::{entry_state, type_tag_of, Expected, Geometry, Kind, MpmcSlot};
+use crate::region::{lock, Backing};
+use crate::ring::mpmc::Endpoint;
+use crate::wait::WaitMode;
+
+/// A handle to an MPMC channel region.
+pub struct Channel<T> {
+    shared: Arc<Shared>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> Flavor for Channel<T> {
+    fn expected(options: &Options) -> Expected {
+        Expected {
+            kind: Kind::Mpmc,
+            slot_size: core::mem::size_of::<T>(),
+            slot_align: core::mem::align_of::<T>(),
+            stride: core::mem::size_of::<MpmcSlot<T>>(),
+            type_tag: options.type_tag.unwrap_or_else(type_tag_of::<T>),
+        }
+    }
+
+    fn geometry(options: &Options, capacity: u64) -> Result<Geometry, Error> {
+        if options.registry_len == 0 {
+            return Err(Error::InvalidArgument(
+                "an MPMC registry needs at least one entry".into(),
+            ));
+        }
+        let e = Self::expected(options);
+        Geometry::new(
+            Kind::Mpmc,
+            capacity,
+            e.slot_size,
+            e.slot_align,
+            e.stride,
+            e.type_tag,
+            options.registry_len,
+        )
+    }
+
+    fn from_shared(shared: Arc<Shared>) -> Self {
+        Channel {
+            shared,
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Channel<T> {
+    /// Creates a channel of `capacity` slots (a power of two) with default options.
+    pub fn create(backing: Backing, capacity: u64) -> Result<Self, Error> {
+        Self::builder().capacity(capacity).create(backing)
+    }
+
+    /// Opens an existing named channel, checking that it is an MPMC channel of `T`.
+    pub fn open(backing: Backing) -> Result<Self, Error> {
+        Self::builder().open(backing)
+    }
+
+    /// Opens a channel from a memfd received from elsewhere (see `spsc::Channel::from_fd`).
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, Error> {
+        Self::builder().from_fd(fd)
+    }
+
+    /// Options for create, open and from_fd.
+    pub fn builder() -> Builder<Self> {
+        Builder::new()
+    }
+
+    /// Removes a named channel left behind by a crash; refuses while any live process holds
+    /// it.
+    pub fn remove(backing: Backing) -> Result<(), Error> {
+        crate::region::remove_stale(&backing)
+    }
+
+    /// Registers a new producer. `Error::RegistryFull` when every entry is held by a live
+    /// endpoint.
+    pub fn producer(&self) -> Result<Producer<T>, Error> {
+        Ok(Producer(self.endpoint(entry_state::PRODUCER)?))
+    }
+
+    /// Registers a new consumer. `Error::RegistryFull` when every entry is held by a live
+    /// endpoint.
+    pub fn consumer(&self) -> Result<Consumer<T>, Error> {
+        Ok(Consumer(self.endpoint(entry_state::CONSUMER)?))
+    }
+
+    fn endpoint(&self, role: u32) -> Result<Registered<T>, Error> {
+        let (lock, entry) = self.shared.claim_entry()?;
+        let mut alive = |i: usize| lock.held_elsewhere(lock::REGISTRY + i as u64);
+        let core = Endpoint::register(self.shared.ring_mem(), entry, role, &mut alive);
+        Ok(Registered {
+            core,
+            lock,
+            entry,
+            wait: WaitMode::default(),
+            last_probe: Instant::now(),
+        })
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.shared.geometry().capacity as usize
+    }
+
+    /// The region's descriptor, to hand to another process (see `spsc::Channel::fd`).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.shared.region().fd()
+    }
+}
+
+/// What producers and consumers share: the ring endpoint, its registry entry and lock.
+struct Registered<T: Pod> {
+    core: Endpoint<T>,
+    lock: RoleLock,
+    entry: usize,
+    wait: WaitMode,
+    last_probe: Instant,
+}
+
+impl<T: Pod> Registered<T> {
+    /// Whether entry `i`'s endpoint lives: ours does; another's if its lock is held.
+    fn alive(lock: &RoleLock, mine: usize) -> impl FnMut(usize) -> bool + '_ {
+        move |i| i == mine || lock.held_elsewhere(lock::REGISTRY + i as u64)
+    }
+}
+
+impl<T: Pod> Drop for Registered<T> {
+    fn drop(&mut self) {
+        // Before the lock (a later field) goes: a clean close is never taken for a death.
+        self.core.unregister();
+    }
+}
+
+/// A sending end. `Send`, not `Sync`: one thread uses it at a time; make one per thread.
+pub struct Producer<T: Pod>(Registered<T>);
+
+impl<T: Pod> Producer<T> {
+    /// Pushes `value` if there is room, without waiting.
+    pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
+        let r = &mut self.0;
+        if let Some(result) = r.core.try_push(value, false, &mut |_| true) {
+            return result;
+        }
+        // Full: worth a (rate-limited) look for dead consumers.
+        if !probe_due(&mut r.last_probe) {
+            return Err(TryPushError::Full(value));
+        }
+        r.core
+            .try_push(value, true, &mut Registered::<T>::alive(&r.lock, r.entry))
+            .unwrap_or(Err(TryPushError::Full(value)))
+    }
+
+    /// Pushes `value`, waiting for room as the [`WaitMode`] says; fails with the value once
+    /// every consumer is gone.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, None)
+    }
+
+    /// Like [`push`](Self::push), giving up with `PushError::Timeout(value)` after `timeout`.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, deadline(timeout))
+    }
+
+    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        let r = &self.0;
+        r.core.push_until(
+            value,
+            r.wait,
+            deadline,
+            &mut Registered::<T>::alive(&r.lock, r.entry),
+        )
+    }
+
+    /// Pushes values from the front of `values` until the ring is full; returns how many.
+    pub fn push_slice(&mut self, values: &[T]) -> Result<usize, ChunkError> {
+        for (pushed, value) in values.iter().enumerate() {
+            match self.try_push(*value) {
+                Ok(()) => {}
+                Err(TryPushError::Full(_)) => return Ok(pushed),
+                Err(TryPushError::Disconnected(_)) if pushed == 0 => {
+                    return Err(ChunkError::Disconnected)
+                }
+                Err(TryPushError::Disconnected(_)) => return Ok(pushed),
+                Err(TryPushError::Corrupt(_, c)) => return Err(ChunkError::Corrupt(c)),
+            }
+        }
+        Ok(values.len())
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.0.core.mem().capacity() as usize
+    }
+
+    /// How blocking calls wait (default [`WaitMode::Adaptive`]).
+    pub fn set_wait_mode(&mut self, mode: WaitMode) {
+        self.0.wait = mode;
+    }
+}
+
+/// A receiving end. `Send`, not `Sync`: one thread uses it at a time; make one per thread.
+pub struct Consumer<T: Pod>(Registered<T>);
+
+impl<T: Pod> Consumer<T> {
+    /// Pops a value if one is ready, without waiting.
+    pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        let r = &mut self.0;
+        if let Some(result) = r.core.try_pop(false, &mut |_| true) {
+            return result;
+        }
+        // Empty (or a slow producer's slot): worth a (rate-limited) look for dead producers.
+        if !probe_due(&mut r.last_probe) {
+            return Err(TryPopError::Empty);
+        }
+        r.core
+            .try_pop(true, &mut Registered::<T>::alive(&r.lock, r.entry))
+            .unwrap_or(Err(TryPopError::Empty))
+    }
+
+    /// Pops a value, waiting as the [`WaitMode`] says. `Disconnected` once every producer
+    /// is gone and the ring drained; `ProducerDied` once per hole a dead producer left.
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(None)
+    }
+
+    /// Like [`pop`](Self::pop), giving up with `PopError::Timeout` after `timeout`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(deadline(timeout))
+    }
+
+    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+        let r = &self.0;
+        r.core.pop_until(
+            r.wait,
+            deadline,
+            &mut Registered::<T>::alive(&r.lock, r.entry),
+        )
+    }
+
+    /// Pops ready values into the front of `out` until the ring is empty; returns how many.
+    /// `Disconnected` only when nothing was popped and every producer is gone.
+    pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, ChunkError> {
+        for popped in 0..out.len() {
+            match self.try_pop() {
+                Ok(value) => out[popped] = value,
+                Err(TryPopError::Empty) => return Ok(popped),
+                Err(TryPopError::Disconnected) if popped == 0 => {
+                    return Err(ChunkError::Disconnected)
+                }
+                Err(TryPopError::Disconnected | TryPopError::ProducerDied { .. }) => {
+                    return Ok(popped)
+                }
+                Err(TryPopError::Corrupt(c)) => return Err(ChunkError::Corrupt(c)),
+            }
+        }
+        Ok(out.len())
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.0.core.mem().capacity() as usize
+    }
+
+    /// How blocking calls wait (default [`WaitMode::Adaptive`]).
+    pub fn set_wait_mode(&mut self, mode: WaitMode) {
+        self.0.wait = mode;
+    }
+}

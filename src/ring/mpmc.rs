@@ -1,0 +1,628 @@
+//! Bounded multi-producer multi-consumer queue: Dmitry Vyukov's bounded MPMC queue
+//! (<https://www.1024cores.net/home/lock-free-algorithms/queues/bounded-mpmc-queue>, the
+//! algorithm of crossbeam's `ArrayQueue`), with u64 positions and a u64 sequence per slot.
+//!
+//! Slot `i` holds sequence `p` when it is free for the producer of position `p`, and `p + 1`
+//! once that producer published its value; the consumer of position `p` frees it for the next
+//! lap with `p + capacity`. Producers claim positions with a CAS on the enqueue position,
+//! consumers on the dequeue position. A slot is published by one Release store of its
+//! sequence, which sits in front of the value.
+//!
+//! # Dead endpoints
+//! Processes die between claiming a position and finishing with its slot. So that the others
+//! do not wait forever, every endpoint writes the position it is about to claim into its
+//! registry entry *before* the CAS, and clears it when done. Whoever gets stuck (and probes)
+//! scans the registry for dead endpoints (their liveness locks are gone) with a claim left:
+//! - a producer's claimed, unpublished slot becomes a tombstone (`TOMB`): the consumer that
+//!   reaches it skips it and reports [`Dequeued::Skipped`]; nothing published is lost;
+//! - a consumer's dequeued, unreleased slot is freed for producers; the value it was taking
+//!   is lost with it.
+//!
+//! Every sequence and position read from shared memory is checked: a sequence that does not
+//! belong to its slot, one more than a lap behind, a slot ahead of a position that does not
+//! move, or a position that moves backwards is [`Corruption`]; a loop only goes round again
+//! when a shared position has moved forward, so a hostile value cannot make it spin forever.
+
+use super::RingMem;
+use crate::error::{Corruption, PopError, PushError, TryPopError, TryPushError};
+use crate::layout::{entry_state, role_count, Entry, MpmcSlot, IDLE};
+use crate::sync::{
+    AtomicU32,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
+use crate::wait::{self, WaitMode};
+use std::time::Instant;
+
+/// Where an MPMC ring lives.
+pub(crate) type Mem<T> = RingMem<MpmcSlot<T>>;
+
+/// Marks a slot sequence as a tombstone: its producer died before publishing.
+pub(crate) const TOMB: u64 = 1 << 63;
+
+/// What a dequeue attempt found.
+pub(crate) enum Dequeued<T> {
+    /// A value.
+    Value(T),
+    /// The tombstone of a dead producer's slot at this position, now skipped.
+    Skipped(u64),
+    /// Nothing has been claimed past the dequeue position.
+    Empty,
+    /// A producer claimed the next position and has not published it (yet, or ever).
+    Pending,
+}
+
+/// The count word of a role (`entry_state::PRODUCER` or `CONSUMER`).
+fn count_word(mem: &Mem<impl Sized>, role: u32) -> &AtomicU32 {
+    if role == entry_state::PRODUCER {
+        &mem.header().producer_state
+    } else {
+        &mem.header().consumer_state
+    }
+}
+
+/// One endpoint (producer or consumer) of an MPMC ring, holding registry entry `entry`.
+pub(crate) struct Endpoint<T> {
+    mem: Mem<T>,
+    entry: usize,
+    role: u32,
+}
+
+impl<T: Copy> Endpoint<T> {
+    /// Takes over registry entry `entry` for `role`. The caller holds the entry's liveness
+    /// lock, so any previous holder is gone: what it left unfinished is repaired first.
+    /// `alive(i)` tells whether entry `i`'s holder lives (for this entry: false).
+    pub(crate) fn register(
+        mem: Mem<T>,
+        entry: usize,
+        role: u32,
+        alive: &mut impl FnMut(usize) -> bool,
+    ) -> Self {
+        debug_assert!(role == entry_state::PRODUCER || role == entry_state::CONSUMER);
+        let endpoint = Endpoint { mem, entry, role };
+        let mine = endpoint.my_entry();
+        // Acquire: pairs with the Release store of the state by the previous holder.
+        let previous = mine.state.load(Acquire);
+        if previous == entry_state::PRODUCER || previous == entry_state::CONSUMER {
+            // Died holding it: finish its claim, and stop counting it.
+            endpoint.repair(&mut |i| i != entry && alive(i));
+            count_word(&endpoint.mem, previous).fetch_sub(1, AcqRel);
+        }
+        mine.claiming.store(IDLE, Relaxed);
+        // Release: pairs with the Acquire loads of the state in `repair` and `role_gone`.
+        mine.state.store(role, Release);
+        let count = count_word(&endpoint.mem, role);
+        count.fetch_add(1, AcqRel);
+        count.fetch_or(role_count::EVER, AcqRel);
+        endpoint
+    }
+
+    /// Closes this endpoint's registration and wakes everyone parked, so they re-check.
+    pub(crate) fn unregister(&self) {
+        // Release: pairs with the Acquire loads in `role_gone`: everything this endpoint
+        // published happens before a peer sees it gone.
+        self.my_entry().state.store(entry_state::CLOSED, Release);
+        count_word(&self.mem, self.role).fetch_sub(1, AcqRel);
+        wait::notify(self.mem.producer_line());
+        wait::notify(self.mem.consumer_line());
+    }
+
+    fn my_entry(&self) -> &Entry {
+        &self.mem.registry()[self.entry]
+    }
+
+    pub(crate) fn mem(&self) -> &Mem<T> {
+        &self.mem
+    }
+
+    /// Checks a sequence read from the slot of `pos`: it must belong to that slot (free or
+    /// published, possibly a tombstone) and be no more than a lap behind `pos`.
+    fn check_seq(&self, pos: u64, raw: u64) -> Result<u64, Corruption> {
+        let seq = raw & !TOMB;
+        let mask = self.mem.capacity() - 1;
+        let free_here = seq & mask == pos & mask;
+        let published_here = seq & mask == (pos + 1) & mask;
+        let belongs = if raw & TOMB != 0 {
+            published_here
+        } else {
+            free_here || published_here
+        };
+        let min = pos.saturating_sub(self.mem.capacity());
+        if !belongs || seq < min {
+            return Err(Corruption {
+                counter: "slot sequence",
+                found: raw,
+                min,
+                max: u64::MAX,
+            });
+        }
+        Ok(seq)
+    }
+
+    /// A shared position re-read after `old`: it may only have moved forward.
+    fn moved(counter: &'static str, old: u64, now: u64) -> Result<u64, Corruption> {
+        if now < old {
+            return Err(Corruption {
+                counter,
+                found: now,
+                min: old,
+                max: u64::MAX,
+            });
+        }
+        Ok(now)
+    }
+
+    /// Pushes `value` if a slot is free: `Ok(false)` when full.
+    pub(crate) fn enqueue(&self, value: T) -> Result<bool, Corruption> {
+        let line = self.mem.producer_line();
+        let mine = self.my_entry();
+        let mut pos = line.pos.load(Relaxed);
+        let mut claimed = false;
+        let result = loop {
+            let slot = self.mem.slot(pos);
+            // Acquire: pairs with the Release store of the sequence in `dequeue` (or `free`),
+            // so the consumer's read of the old value happens before our write.
+            let raw = slot.seq.load(Acquire);
+            let seq = self.check_seq(pos, raw)?;
+            if raw == pos {
+                // Record the claim before making it: if we die after the CAS, others find it.
+                mine.claiming.store(pos, Relaxed);
+                claimed = true;
+                // Release (of AcqRel): makes the claim record visible to whoever acquires the
+                // new position (`repair`).
+                match line
+                    .pos
+                    .compare_exchange_weak(pos, pos + 1, AcqRel, Relaxed)
+                {
+                    Ok(_) => {
+                        // SAFETY: the CAS gave us position `pos`; its slot is free (sequence
+                        // `pos`) and no one else writes or reads it until we publish.
+                        slot.value.with_mut(|p| unsafe { p.write(value) });
+                        // Release: pairs with the Acquire load in `dequeue`: the value is
+                        // visible before the sequence that says it is there.
+                        slot.seq.store(pos + 1, Release);
+                        break Ok(true);
+                    }
+                    Err(now) => pos = Self::moved("enqueue position", pos, now)?,
+                }
+            } else if seq < pos {
+                // The slot still holds the previous lap: full, unless our position is stale.
+                let now = line.pos.load(Relaxed);
+                if now == pos {
+                    break Ok(false);
+                }
+                pos = Self::moved("enqueue position", pos, now)?;
+            } else {
+                // Someone claimed this position already: catch up. A slot cannot be ahead of
+                // a position that has not moved.
+                let now = line.pos.load(Relaxed);
+                if now == pos {
+                    return Err(Corruption {
+                        counter: "slot sequence",
+                        found: raw,
+                        min: pos,
+                        max: pos,
+                    });
+                }
+                pos = Self::moved("enqueue position", pos, now)?;
+            }
+        };
+        if claimed {
+            mine.claiming.store(IDLE, Release);
+        }
+        if result == Ok(true) {
+            wait::notify(line);
+        }
+        result
+    }
+
+    /// Takes the next value, if any.
+    pub(crate) fn dequeue(&self) -> Result<Dequeued<T>, Corruption> {
+        let line = self.mem.consumer_line();
+        let mine = self.my_entry();
+        let capacity = self.mem.capacity();
+        let mut pos = line.pos.load(Relaxed);
+        let mut claimed = false;
+        let result = loop {
+            let slot = self.mem.slot(pos);
+            // Acquire: pairs with the Release store of the sequence in `enqueue` (or of a
+            // tombstone in `bury`), so the value is visible.
+            let raw = slot.seq.load(Acquire);
+            let seq = self.check_seq(pos, raw)?;
+            if seq == pos + 1 {
+                mine.claiming.store(pos, Relaxed);
+                claimed = true;
+                // Release (of AcqRel): makes the claim record visible to `repair`.
+                match line
+                    .pos
+                    .compare_exchange_weak(pos, pos + 1, AcqRel, Relaxed)
+                {
+                    Ok(_) => {
+                        let value = (raw & TOMB == 0).then(|| {
+                            // SAFETY: the CAS gave us position `pos`, whose value was published
+                            // (sequence `pos + 1`); no producer writes it until we free it.
+                            slot.value.with(|p| unsafe { p.read() })
+                        });
+                        // Release: pairs with the Acquire load in `enqueue`: our read happens
+                        // before the producer of the next lap overwrites the value.
+                        slot.seq.store(pos + capacity, Release);
+                        break Ok(value.map_or(Dequeued::Skipped(pos), Dequeued::Value));
+                    }
+                    Err(now) => pos = Self::moved("dequeue position", pos, now)?,
+                }
+            } else if seq <= pos {
+                let now = line.pos.load(Relaxed);
+                if now != pos {
+                    pos = Self::moved("dequeue position", pos, now)?;
+                    continue;
+                }
+                // Acquire: pairs with the claim CAS in `enqueue`.
+                let enqueued = self.mem.producer_line().pos.load(Acquire);
+                break Ok(if enqueued > pos {
+                    Dequeued::Pending
+                } else {
+                    Dequeued::Empty
+                });
+            } else {
+                let now = line.pos.load(Relaxed);
+                if now == pos {
+                    return Err(Corruption {
+                        counter: "slot sequence",
+                        found: raw,
+                        min: pos + 1,
+                        max: pos + 1,
+                    });
+                }
+                pos = Self::moved("dequeue position", pos, now)?;
+            }
+        };
+        if claimed {
+            mine.claiming.store(IDLE, Release);
+        }
+        if matches!(result, Ok(Dequeued::Value(_) | Dequeued::Skipped(_))) {
+            wait::notify(line);
+        }
+        result
+    }
+
+    /// Finishes what dead endpoints left (see the module docs); `alive(i)` tells whether
+    /// entry `i`'s holder lives (a lock probe). Returns whether anything was repaired.
+    pub(crate) fn repair(&self, alive: &mut impl FnMut(usize) -> bool) -> bool {
+        // Acquire, before reading any claim: pairs with the claim CASes, so every claim that
+        // moved a position below these snapshots is visible in the registry.
+        let enqueued = self.mem.producer_line().pos.load(Acquire);
+        let dequeued = self.mem.consumer_line().pos.load(Acquire);
+        let registry = self.mem.registry();
+        let mut repaired = false;
+        for (i, entry) in registry.iter().enumerate() {
+            // Acquire: pairs with the Release store of the state in `register`.
+            let role = entry.state.load(Acquire);
+            let claimed = entry.claiming.load(Acquire);
+            let claim_made = match role {
+                entry_state::PRODUCER => claimed < enqueued,
+                entry_state::CONSUMER => claimed < dequeued,
+                _ => false,
+            };
+            if claimed == IDLE || !claim_made || alive(i) {
+                continue;
+            }
+            // A live endpoint of the same role recording the same position is the one whose
+            // claim succeeded: the dead one's record is stale. Leave it.
+            let contested = registry.iter().enumerate().any(|(j, other)| {
+                j != i
+                    && other.state.load(Acquire) == role
+                    && other.claiming.load(Acquire) == claimed
+                    && alive(j)
+            });
+            if !contested {
+                repaired |= if role == entry_state::PRODUCER {
+                    self.bury(claimed)
+                } else {
+                    self.free(claimed)
+                };
+            }
+        }
+        repaired
+    }
+
+    /// Turns slot `pos`, claimed by a dead producer and never published, into a tombstone.
+    fn bury(&self, pos: u64) -> bool {
+        // AcqRel: the Release half pairs with the Acquire load of the sequence in `dequeue`.
+        let buried = self
+            .mem
+            .slot(pos)
+            .seq
+            .compare_exchange(pos, (pos + 1) | TOMB, AcqRel, Relaxed)
+            .is_ok();
+        if buried {
+            wait::notify(self.mem.producer_line());
+        }
+        buried
+    }
+
+    /// Frees slot `pos`, dequeued by a dead consumer and never released (its value is lost).
+    fn free(&self, pos: u64) -> bool {
+        let next_lap = pos + self.mem.capacity();
+        // AcqRel: the Release half pairs with the Acquire load of the sequence in `enqueue`.
+        let freed = self
+            .mem
+            .slot(pos)
+            .seq
+            .compare_exchange(pos + 1, next_lap, AcqRel, Relaxed)
+            .is_ok();
+        if freed {
+            wait::notify(self.mem.consumer_line());
+        }
+        freed
+    }
+
+    /// Whether every endpoint of `role` is gone: false if none ever registered; true if none
+    /// is registered now; with `probe`, also true if every registered one is dead.
+    pub(crate) fn role_gone(
+        &self,
+        role: u32,
+        probe: bool,
+        alive: &mut impl FnMut(usize) -> bool,
+    ) -> bool {
+        // Acquire: pairs with the AcqRel decrement in `unregister`: a zero count comes after
+        // everything those endpoints published.
+        let word = count_word(&self.mem, role).load(Acquire);
+        if word & role_count::EVER == 0 {
+            return false;
+        }
+        if word & role_count::COUNT == 0 {
+            return true;
+        }
+        probe
+            && !self
+                .mem
+                .registry()
+                .iter()
+                .enumerate()
+                .any(|(i, entry)| entry.state.load(Acquire) == role && alive(i))
+    }
+
+    /// One push attempt: done, or `None` when full with consumers still there.
+    pub(crate) fn try_push(
+        &self,
+        value: T,
+        probe: bool,
+        alive: &mut impl FnMut(usize) -> bool,
+    ) -> Option<Result<(), TryPushError<T>>> {
+        for _ in 0..2 {
+            if self.role_gone(entry_state::CONSUMER, false, alive) {
+                return Some(Err(TryPushError::Disconnected(value)));
+            }
+            match self.enqueue(value) {
+                Ok(true) => return Some(Ok(())),
+                Err(c) => return Some(Err(TryPushError::Corrupt(value, c))),
+                Ok(false) if !probe => return None,
+                Ok(false) => {
+                    if self.role_gone(entry_state::CONSUMER, true, alive) {
+                        return Some(Err(TryPushError::Disconnected(value)));
+                    }
+                    // A dead consumer's slot may be what keeps the ring full.
+                    if !self.repair(alive) {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// One pop attempt: done, or `None` when empty with producers still there.
+    /// `Disconnected` only once the ring is drained.
+    pub(crate) fn try_pop(
+        &self,
+        probe: bool,
+        alive: &mut impl FnMut(usize) -> bool,
+    ) -> Option<Result<T, TryPopError>> {
+        // Each round either returns or made progress (a repair); three cover "gone, recheck,
+        // repair, recheck".
+        for _ in 0..3 {
+            match self.dequeue() {
+                Err(c) => return Some(Err(TryPopError::Corrupt(c))),
+                Ok(Dequeued::Value(value)) => return Some(Ok(value)),
+                Ok(Dequeued::Skipped(position)) => {
+                    return Some(Err(TryPopError::ProducerDied { position }))
+                }
+                Ok(Dequeued::Empty) => {
+                    if !self.role_gone(entry_state::PRODUCER, probe, alive) {
+                        return None;
+                    }
+                    // Gone: what they published before going is visible now; one more look.
+                    match self.dequeue() {
+                        Err(c) => return Some(Err(TryPopError::Corrupt(c))),
+                        Ok(Dequeued::Value(value)) => return Some(Ok(value)),
+                        Ok(Dequeued::Skipped(position)) => {
+                            return Some(Err(TryPopError::ProducerDied { position }))
+                        }
+                        Ok(Dequeued::Empty) => return Some(Err(TryPopError::Disconnected)),
+                        Ok(Dequeued::Pending) => {}
+                    }
+                }
+                Ok(Dequeued::Pending) => {}
+            }
+            // Pending: a producer is slow, or died holding the slot.
+            if !(probe && self.repair(alive)) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Pushes, waiting for room as `mode` says until `deadline`.
+    pub(crate) fn push_until(
+        &self,
+        value: T,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        alive: &mut impl FnMut(usize) -> bool,
+    ) -> Result<(), PushError<T>> {
+        let first = self.try_push(value, false, alive);
+        let outcome = first.or_else(|| {
+            wait::block_on(self.mem.consumer_line(), mode, deadline, |probe| {
+                self.try_push(value, probe, alive)
+            })
+        });
+        // `try_push` reports a full ring as None: at the end of the wait that is a timeout.
+        outcome
+            .unwrap_or(Err(TryPushError::Full(value)))
+            .map_err(PushError::from)
+    }
+
+    /// Pops, waiting for a value as `mode` says until `deadline`.
+    pub(crate) fn pop_until(
+        &self,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        alive: &mut impl FnMut(usize) -> bool,
+    ) -> Result<T, PopError> {
+        let first = self.try_pop(false, alive);
+        let outcome = first.or_else(|| {
+            wait::block_on(self.mem.producer_line(), mode, deadline, |probe| {
+                self.try_pop(probe, alive)
+            })
+        });
+        // `try_pop` reports an empty ring as None: at the end of the wait that is a timeout.
+        outcome
+            .unwrap_or(Err(TryPopError::Empty))
+            .map_err(PopError::from)
+    }
+}
+
+/// A ring of `capacity` (a power of two) free slots and `registry_len` entries on the heap.
+#[cfg(any(test, shmlane_loom))]
+pub(crate) fn heap<T: bytemuck::Zeroable + Send + 'static>(
+    capacity: u64,
+    registry_len: u32,
+) -> Mem<T> {
+    let geometry = crate::layout::Geometry::new(
+        crate::layout::Kind::Mpmc,
+        capacity,
+        core::mem::size_of::<T>(),
+        core::mem::align_of::<T>(),
+        core::mem::size_of::<MpmcSlot<T>>(),
+        crate::layout::type_tag_of::<T>(),
+        registry_len,
+    )
+    .expect("heap rings are built with a power-of-two capacity");
+    RingMem::heap(&geometry, |i| MpmcSlot {
+        seq: crate::sync::AtomicU64::new(i),
+        value: crate::sync::UnsafeCell::new(T::zeroed()),
+    })
+}
+
+#[cfg(all(test, not(shmlane_loom)))]
+mod tests {
+    use super::*;
+
+    fn endpoints(capacity: u64) -> (Endpoint<u64>, Endpoint<u64>) {
+        let mem = heap::<u64>(capacity, 4);
+        let p = Endpoint::register(mem.clone(), 0, entry_state::PRODUCER, &mut |_| true);
+        let c = Endpoint::register(mem, 1, entry_state::CONSUMER, &mut |_| true);
+        (p, c)
+    }
+
+    fn value(d: Dequeued<u64>) -> Option<u64> {
+        match d {
+            Dequeued::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn fifo_across_laps() {
+        let (p, c) = endpoints(4);
+        for lap in 0..5u64 {
+            for i in 0..4 {
+                assert_eq!(p.enqueue(lap * 10 + i), Ok(true));
+            }
+            assert_eq!(p.enqueue(99), Ok(false));
+            for i in 0..4 {
+                assert_eq!(value(c.dequeue().unwrap()), Some(lap * 10 + i));
+            }
+            assert!(matches!(c.dequeue(), Ok(Dequeued::Empty)));
+        }
+    }
+
+    #[test]
+    fn a_dead_producers_claim_becomes_a_skipped_tombstone() {
+        let (p, c) = endpoints(4);
+        let mem = p.mem().clone();
+        // A second producer that claims position 1 and dies before publishing.
+        let dead = Endpoint::<u64>::register(mem.clone(), 2, entry_state::PRODUCER, &mut |_| true);
+        p.enqueue(10).unwrap();
+        dead.my_entry().claiming.store(1, Relaxed);
+        mem.producer_line().pos.store(2, Relaxed);
+        p.enqueue(12).unwrap();
+        assert_eq!(value(c.dequeue().unwrap()), Some(10));
+        assert!(matches!(c.dequeue(), Ok(Dequeued::Pending)));
+        // While it lives, nothing is repaired.
+        assert!(!c.repair(&mut |_| true));
+        assert!(c.repair(&mut |i| i != 2));
+        assert!(matches!(c.dequeue(), Ok(Dequeued::Skipped(1))));
+        assert_eq!(value(c.dequeue().unwrap()), Some(12));
+    }
+
+    #[test]
+    fn a_dead_consumers_slot_is_freed_for_producers() {
+        let (p, c) = endpoints(2);
+        let mem = p.mem().clone();
+        let dead = Endpoint::<u64>::register(mem.clone(), 3, entry_state::CONSUMER, &mut |_| true);
+        p.enqueue(1).unwrap();
+        p.enqueue(2).unwrap();
+        // The dead consumer took position 0 and never released the slot.
+        dead.my_entry().claiming.store(0, Relaxed);
+        mem.consumer_line().pos.store(1, Relaxed);
+        assert_eq!(value(c.dequeue().unwrap()), Some(2));
+        assert_eq!(p.enqueue(3), Ok(false), "slot 0 is still held");
+        assert!(p.repair(&mut |i| i != 3));
+        assert_eq!(p.enqueue(3), Ok(true));
+        assert_eq!(value(c.dequeue().unwrap()), Some(3));
+    }
+
+    #[test]
+    fn impossible_sequences_are_corruption_not_spins() {
+        let (p, c) = endpoints(4);
+        // A sequence that belongs to another slot.
+        p.mem().slot(0).seq.store(7, Relaxed);
+        assert!(matches!(
+            p.enqueue(1),
+            Err(Corruption {
+                counter: "slot sequence",
+                found: 7,
+                ..
+            })
+        ));
+        // A slot ahead of a position that does not move.
+        p.mem().slot(0).seq.store(4, Relaxed);
+        assert!(matches!(
+            p.enqueue(1),
+            Err(Corruption {
+                counter: "slot sequence",
+                found: 4,
+                ..
+            })
+        ));
+        assert!(matches!(
+            c.dequeue(),
+            Err(Corruption {
+                counter: "slot sequence",
+                found: 4,
+                ..
+            })
+        ));
+        // More than a lap behind.
+        p.mem().producer_line().pos.store(16, Relaxed);
+        p.mem().slot(0).seq.store(8, Relaxed);
+        assert!(matches!(
+            p.enqueue(1),
+            Err(Corruption {
+                counter: "slot sequence",
+                found: 8,
+                ..
+            })
+        ));
+    }
+}
