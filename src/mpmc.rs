@@ -286,9 +286,9 @@ impl<T: Pod> Consumer<T> {
     /// Pops ready values into the front of `out` until the ring is empty; returns how many.
     /// `Disconnected` only when nothing was popped and every producer is gone.
     pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, ChunkError> {
-        for popped in 0..out.len() {
+        for (popped, slot) in out.iter_mut().enumerate() {
             match self.try_pop() {
-                Ok(value) => out[popped] = value,
+                Ok(value) => *slot = value,
                 Err(TryPopError::Empty) => return Ok(popped),
                 Err(TryPopError::Disconnected) if popped == 0 => {
                     return Err(ChunkError::Disconnected)
