@@ -43,8 +43,8 @@ impl Transport {
 
 enum Link {
     Shmlane {
-        tx: spsc::Producer<u64>,
-        rx: spsc::Consumer<u64>,
+        tx: Box<spsc::Producer<u64>>,
+        rx: Box<spsc::Consumer<u64>>,
     },
     Fds {
         tx: OwnedFd,
@@ -245,7 +245,7 @@ pub fn start(transport: Transport) -> Pinger {
             let mut rx = pong.consumer().unwrap();
             tx.set_wait_mode(mode);
             rx.set_wait_mode(mode);
-            Link::Shmlane { tx, rx }
+            Link::Shmlane { tx: Box::new(tx), rx: Box::new(rx) }
         }
         (_, Some(((tx, rx), _child_ends)), _) => Link::Fds { tx, rx },
         (_, _, Some(map)) => Link::Floor { map },
