@@ -73,6 +73,8 @@ pub(crate) trait Flavor: Sized {
     fn expected(options: &Options) -> Expected;
     fn geometry(options: &Options, capacity: u64) -> Result<Geometry, Error>;
     fn from_shared(shared: Arc<Shared>) -> Self;
+    /// Writes the initial state of the slots, before the region is published READY.
+    fn init(shared: &Arc<Shared>);
 }
 
 /// Options for creating or opening a channel. Get one from `Channel::builder()`.
@@ -167,7 +169,7 @@ impl<C: Flavor> Builder<C> {
             )
         })?;
         let geometry = C::geometry(&self.options, capacity)?;
-        Shared::create(&backing, geometry, &self.options).map(C::from_shared)
+        Shared::create(&backing, geometry, &self.options, C::init).map(C::from_shared)
     }
 
     /// Opens an existing named channel, checking its header against `T`.
@@ -210,6 +212,7 @@ impl Shared {
         backing: &Backing,
         geometry: Geometry,
         options: &Options,
+        init: fn(&Arc<Shared>),
     ) -> Result<Arc<Shared>, Error> {
         let region = match Region::create(backing, geometry.total_len, &options.create) {
             Err(Error::AlreadyExists {
@@ -227,8 +230,9 @@ impl Shared {
         unsafe { addr_of_mut!((*header.as_ptr()).config).write_volatile(geometry.config()) };
         region.seal()?;
         let shared = Arc::new(Shared { region, geometry });
+        init(&shared);
         // Release: pairs with the Acquire load in `wait_ready`: an opener that sees READY sees
-        // the whole header and the seals.
+        // the whole header, the initialised slots and the seals.
         shared.header().init.store(READY, Release);
         Ok(shared)
     }

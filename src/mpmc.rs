@@ -83,6 +83,10 @@ impl<T: Pod> Flavor for Channel<T> {
         )
     }
 
+    fn init(shared: &Arc<Shared>) {
+        crate::ring::mpmc::init(&shared.ring_mem::<MpmcSlot<T>>());
+    }
+
     fn from_shared(shared: Arc<Shared>) -> Self {
         Channel {
             shared,

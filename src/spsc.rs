@@ -75,6 +75,10 @@ impl<T: Pod> Flavor for Channel<T> {
         )
     }
 
+    fn init(_: &Arc<Shared>) {
+        // Zero-filled slots and counters are an empty ring.
+    }
+
     fn from_shared(shared: Arc<Shared>) -> Self {
         Channel {
             shared,

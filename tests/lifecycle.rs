@@ -4,45 +4,12 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use common::{eventually, expect_exit, fork, unique, SKIP};
+use common::offsets::{CONSUMER_POS, CONSUMER_WAITERS, PRODUCER_POS, PRODUCER_WAITERS};
+use common::{eventually, expect_exit, fork, unique, Raw, SKIP};
 use shmlane::{spsc, Backing, Error, PeerState, PopError, PushError, TryPushError, WaitMode};
-
-/// Byte offsets of the header words a test watches (the layout is the ABI).
-const PRODUCER_POS: usize = 128;
-const PRODUCER_WAITERS: usize = 128 + 12;
-const CONSUMER_POS: usize = 256;
-const CONSUMER_WAITERS: usize = 256 + 12;
-
-/// Reads a header word of a named region through a mapping of its own.
-struct Watch(memmap2::MmapRaw);
-
-impl Watch {
-    fn new(name: &str) -> Watch {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .open(Path::new("/dev/shm").join(name))
-            .unwrap();
-        Watch(
-            memmap2::MmapOptions::new()
-                .len(384)
-                .map_raw_read_only(&file)
-                .unwrap(),
-        )
-    }
-
-    fn u32_at(&self, offset: usize) -> u32 {
-        // SAFETY: offset + 4 is inside the mapped header; an aligned u32; a volatile read of a
-        // word another process writes.
-        unsafe { (self.0.as_ptr().add(offset) as *const u32).read_volatile() }
-    }
-
-    fn u64_at(&self, offset: usize) -> u64 {
-        // SAFETY: as above, for an aligned u64.
-        unsafe { (self.0.as_ptr().add(offset) as *const u64).read_volatile() }
-    }
-}
 
 /// Blocks the calling process forever (until killed).
 fn park_forever() -> i32 {
@@ -72,11 +39,12 @@ fn a_killed_producer_is_detected_after_the_drain() {
         assert_eq!(rx.pop(), Ok(i));
     }
     // Kill the producer once this thread is parked in pop() on the empty ring.
-    let watch = Watch::new(&name);
+    let watch = Raw::shm(&name, 384);
     let killed_at = std::thread::scope(|s| {
         let killer = s.spawn(|| {
             assert!(eventually(Duration::from_secs(10), || watch
-                .u32_at(PRODUCER_WAITERS)
+                .u32(PRODUCER_WAITERS)
+                .load(Relaxed)
                 > 0));
             producer.kill();
             Instant::now()
@@ -113,11 +81,12 @@ fn a_killed_consumer_fails_a_blocked_push_with_its_value() {
         tx.try_push(i).unwrap();
     }
     assert!(matches!(tx.try_push(8), Err(TryPushError::Full(8))));
-    let watch = Watch::new(&name);
+    let watch = Raw::shm(&name, 384);
     std::thread::scope(|s| {
         s.spawn(|| {
             assert!(eventually(Duration::from_secs(10), || watch
-                .u32_at(CONSUMER_WAITERS)
+                .u32(CONSUMER_WAITERS)
+                .load(Relaxed)
                 > 0));
             consumer.kill();
         });
@@ -297,11 +266,11 @@ fn a_consumer_in_another_pid_namespace_detects_the_producer_crash() {
         consumer.wait()
     });
     // Kill the producer once the namespaced consumer took all 100 and parked for more.
-    let watch = Watch::new(&name);
+    let watch = Raw::shm(&name, 384);
     assert!(eventually(Duration::from_secs(10), || {
-        watch.u64_at(CONSUMER_POS) == 100
-            && watch.u64_at(PRODUCER_POS) == 100
-            && watch.u32_at(PRODUCER_WAITERS) > 0
+        watch.u64(CONSUMER_POS).load(Relaxed) == 100
+            && watch.u64(PRODUCER_POS).load(Relaxed) == 100
+            && watch.u32(PRODUCER_WAITERS).load(Relaxed) > 0
     }));
     producer.kill();
     expect_exit(&mut namespaced, 0, "consumer in a new pid namespace");

@@ -245,7 +245,10 @@ pub fn start(transport: Transport) -> Pinger {
             let mut rx = pong.consumer().unwrap();
             tx.set_wait_mode(mode);
             rx.set_wait_mode(mode);
-            Link::Shmlane { tx: Box::new(tx), rx: Box::new(rx) }
+            Link::Shmlane {
+                tx: Box::new(tx),
+                rx: Box::new(rx),
+            }
         }
         (_, Some(((tx, rx), _child_ends)), _) => Link::Fds { tx, rx },
         (_, _, Some(map)) => Link::Floor { map },

@@ -491,6 +491,15 @@ impl<T: Copy> Endpoint<T> {
     }
 }
 
+/// Makes every slot free for the first lap (slot `i` holds sequence `i`): the creator's
+/// job, before it publishes the region.
+pub(crate) fn init<T>(mem: &Mem<T>) {
+    for i in 0..mem.capacity() {
+        // Relaxed: the creator's Release store of READY publishes these.
+        mem.slot(i).seq.store(i, Relaxed);
+    }
+}
+
 /// A ring of `capacity` (a power of two) free slots and `registry_len` entries on the heap.
 #[cfg(any(test, shmlane_loom))]
 pub(crate) fn heap<T: bytemuck::Zeroable + Send + 'static>(

@@ -150,3 +150,52 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A read-write mapping of a named region's first `len` bytes, with atomic access to its
+/// words: what a test uses to watch a channel, or to act as a peer that breaks the protocol.
+pub struct Raw {
+    map: memmap2::MmapRaw,
+}
+
+impl Raw {
+    pub fn shm(name: &str, len: usize) -> Raw {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(Path::new("/dev/shm").join(name))
+            .unwrap();
+        Raw {
+            map: memmap2::MmapOptions::new().len(len).map_raw(&file).unwrap(),
+        }
+    }
+
+    fn word<T>(&self, offset: usize) -> *mut T {
+        assert!(
+            offset + std::mem::size_of::<T>() <= self.map.len()
+                && offset % std::mem::align_of::<T>() == 0
+        );
+        // SAFETY: in bounds and aligned, checked above.
+        unsafe { self.map.as_mut_ptr().add(offset).cast() }
+    }
+
+    pub fn u64(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: an aligned, in-bounds u64 of a shared mapping that lives as long as self.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.word(offset)) }
+    }
+
+    pub fn u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: an aligned, in-bounds u32 of a shared mapping that lives as long as self.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.word(offset)) }
+    }
+}
+
+/// Header offsets the tests use (the layout is the ABI).
+pub mod offsets {
+    pub const PRODUCER_POS: usize = 128;
+    pub const PRODUCER_WAITERS: usize = 128 + 12;
+    pub const CONSUMER_POS: usize = 256;
+    pub const CONSUMER_WAITERS: usize = 256 + 12;
+    pub const REGISTRY: usize = 384;
+    pub const ENTRY_LEN: usize = 128;
+    pub const ENTRY_CLAIMING: usize = 8;
+}

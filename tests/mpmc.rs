@@ -1,0 +1,424 @@
+//! MPMC channels across real processes: exactly-once delivery, endpoints joining and
+//! leaving, producers and consumers killed mid-stream, and the registry's limits.
+#![cfg(not(shmlane_loom))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::time::Duration;
+
+use bytemuck::{Pod, Zeroable};
+use common::offsets::{CONSUMER_POS, ENTRY_CLAIMING, ENTRY_LEN, PRODUCER_POS, REGISTRY};
+use common::{eventually, fork, unique, Child, Raw, ScratchDir};
+use shmlane::{mpmc, Backing, Error, PopError, PushError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+#[repr(C)]
+struct Job {
+    producer: u64,
+    seq: u64,
+}
+
+fn open(name: &str) -> mpmc::Channel<Job> {
+    mpmc::Channel::open(Backing::shm(name)).unwrap()
+}
+
+/// A producer process: pushes `count` jobs numbered from 0, then closes.
+fn spawn_producer(name: &str, id: u64, count: u64) -> Child {
+    let name = name.to_string();
+    fork(move || {
+        let mut tx = open(&name).producer().unwrap();
+        for seq in 0..count {
+            tx.push(Job { producer: id, seq }).unwrap();
+        }
+        0
+    })
+}
+
+/// A consumer process: pops until `limit` jobs or the end, checks that each producer's jobs
+/// arrive in order, and writes what it got to `out` (and the positions of holes left by dead
+/// producers, if any, to `out.holes`). Exit 0 at the end of the stream, 3 when it stopped at
+/// `limit`.
+fn spawn_consumer(name: &str, out: &Path, limit: u64) -> Child {
+    let (name, out) = (name.to_string(), out.to_path_buf());
+    fork(move || {
+        let mut rx = open(&name).consumer().unwrap();
+        let mut got: Vec<Job> = Vec::new();
+        let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut holes: Vec<u64> = Vec::new();
+        let code = loop {
+            if got.len() as u64 == limit {
+                break 3;
+            }
+            match rx.pop() {
+                Ok(job) => {
+                    if let Some(&prev) = last.get(&job.producer) {
+                        assert!(
+                            job.seq > prev,
+                            "producer {} out of order: {} after {prev}",
+                            job.producer,
+                            job.seq
+                        );
+                    }
+                    last.insert(job.producer, job.seq);
+                    got.push(job);
+                }
+                Err(PopError::Disconnected) => break 0,
+                Err(PopError::ProducerDied { position }) => holes.push(position),
+                Err(e) => panic!("consumer: {e}"),
+            }
+        };
+        std::fs::write(&out, bytemuck::cast_slice::<Job, u8>(&got)).unwrap();
+        if !holes.is_empty() {
+            std::fs::write(
+                out.with_extension("holes"),
+                bytemuck::cast_slice::<u64, u8>(&holes),
+            )
+            .unwrap();
+        }
+        code
+    })
+}
+
+/// Every job each consumer wrote, checked to be received exactly once across all of them.
+fn collect(dir: &ScratchDir) -> BTreeMap<u64, Vec<u64>> {
+    let mut by_producer: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for name in dir.entries().into_iter().filter(|n| !n.ends_with(".holes")) {
+        let bytes = std::fs::read(dir.path(&name)).unwrap();
+        for job in bytes
+            .chunks_exact(std::mem::size_of::<Job>())
+            .map(bytemuck::pod_read_unaligned::<Job>)
+        {
+            by_producer.entry(job.producer).or_default().push(job.seq);
+        }
+    }
+    for seqs in by_producer.values_mut() {
+        seqs.sort_unstable();
+        let len = seqs.len();
+        seqs.dedup();
+        assert_eq!(seqs.len(), len, "a job was delivered twice");
+    }
+    by_producer
+}
+
+#[test]
+fn four_by_four_processes_deliver_a_million_jobs_exactly_once() {
+    const PER_PRODUCER: u64 = 250_000;
+    let name = unique("mpmc-4x4");
+    let dir = ScratchDir::new("mpmc-4x4-out");
+    let _chan = mpmc::Channel::<Job>::create(Backing::shm(&name), 1024).unwrap();
+    let mut consumers: Vec<Child> = (0..4)
+        .map(|k| spawn_consumer(&name, &dir.path(&format!("c{k}")), u64::MAX))
+        .collect();
+    let mut producers: Vec<Child> = (0..4)
+        .map(|id| spawn_producer(&name, id, PER_PRODUCER))
+        .collect();
+    for p in &mut producers {
+        assert_eq!(p.wait(), 0);
+    }
+    for c in &mut consumers {
+        assert_eq!(c.wait(), 0);
+    }
+    let got = collect(&dir);
+    assert_eq!(got.len(), 4);
+    for (id, seqs) in got {
+        assert_eq!(seqs, (0..PER_PRODUCER).collect::<Vec<_>>(), "producer {id}");
+    }
+}
+
+#[test]
+fn endpoints_join_and_leave_while_traffic_flows() {
+    let name = unique("mpmc-churn");
+    let dir = ScratchDir::new("mpmc-churn-out");
+    let chan = mpmc::Channel::<Job>::builder()
+        .capacity(64)
+        .registry_len(8)
+        .create(Backing::shm(&name))
+        .unwrap();
+    // One consumer stays for the whole run, so producers never see every consumer gone.
+    let mut steady = spawn_consumer(&name, &dir.path("steady"), u64::MAX);
+    let mut producers = vec![
+        spawn_producer(&name, 0, 60_000),
+        spawn_producer(&name, 1, 60_000),
+    ];
+    // Consumers that take a few thousand jobs and leave, one after another, each taking a
+    // registry entry a previous one released.
+    for round in 0..6 {
+        let mut c = spawn_consumer(&name, &dir.path(&format!("round{round}")), 3_000);
+        assert!([0, 3].contains(&c.wait()));
+        if round == 2 {
+            // A producer that joins mid-stream and leaves.
+            producers.push(spawn_producer(&name, 2, 20_000));
+        }
+    }
+    // Producers in this process too, joining and leaving.
+    for id in 3..5 {
+        let mut tx = chan.producer().unwrap();
+        for seq in 0..5_000 {
+            tx.push(Job { producer: id, seq }).unwrap();
+        }
+    }
+    for p in &mut producers {
+        assert_eq!(p.wait(), 0);
+    }
+    assert_eq!(steady.wait(), 0);
+    let got = collect(&dir);
+    let expected = [
+        (0, 60_000),
+        (1, 60_000),
+        (2, 20_000),
+        (3, 5_000),
+        (4, 5_000),
+    ];
+    assert_eq!(got.len(), expected.len());
+    for (id, count) in expected {
+        assert_eq!(got[&id], (0..count).collect::<Vec<_>>(), "producer {id}");
+    }
+}
+
+/// Byte offset of registry entry `i`'s claiming word.
+fn claiming(i: usize) -> usize {
+    REGISTRY + i * ENTRY_LEN + ENTRY_CLAIMING
+}
+
+/// Which registry entries are held right now, by state word.
+fn entry_states(raw: &Raw, len: usize) -> Vec<u32> {
+    (0..len)
+        .map(|i| raw.u32(REGISTRY + i * ENTRY_LEN).load(Relaxed))
+        .collect()
+}
+
+#[test]
+fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
+    let name = unique("mpmc-hole");
+    let chan = mpmc::Channel::<Job>::builder()
+        .capacity(16)
+        .registry_len(4)
+        .create(Backing::shm(&name))
+        .unwrap();
+    let mut rx = chan.consumer().unwrap(); // entry 0
+    let mut tx = chan.producer().unwrap(); // entry 1
+    tx.push(Job {
+        producer: 0,
+        seq: 0,
+    })
+    .unwrap();
+    // A producer process (entry 2) that claims position 1 as the protocol says, record
+    // first, then CAS, and is killed before it publishes.
+    let n = name.clone();
+    let mut dying = fork(move || {
+        let _tx = open(&n).producer().unwrap();
+        let raw = Raw::shm(&n, 4096);
+        raw.u64(claiming(2)).store(1, Relaxed);
+        assert_eq!(
+            raw.u64(PRODUCER_POS)
+                .compare_exchange(1, 2, AcqRel, Relaxed),
+            Ok(1)
+        );
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    });
+    let raw = Raw::shm(&name, 4096);
+    assert!(eventually(Duration::from_secs(10), || raw
+        .u64(PRODUCER_POS)
+        .load(Relaxed)
+        == 2));
+    for seq in 1..4 {
+        tx.push(Job { producer: 0, seq }).unwrap();
+    }
+    assert_eq!(
+        rx.pop(),
+        Ok(Job {
+            producer: 0,
+            seq: 0
+        })
+    );
+    // The hole at position 1 holds everything behind it while its producer lives.
+    assert_eq!(
+        rx.pop_timeout(Duration::from_millis(100)),
+        Err(PopError::Timeout)
+    );
+    dying.kill();
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(5)),
+        Err(PopError::ProducerDied { position: 1 })
+    );
+    for seq in 1..4 {
+        assert_eq!(rx.pop(), Ok(Job { producer: 0, seq }));
+    }
+    drop(tx);
+    assert_eq!(rx.pop(), Err(PopError::Disconnected));
+}
+
+#[test]
+fn a_producer_killed_mid_stream_loses_no_published_job() {
+    for attempt in 0..3 {
+        let name = unique("mpmc-kill");
+        let dir = ScratchDir::new("mpmc-kill-out");
+        let _chan = mpmc::Channel::<Job>::create(Backing::shm(&name), 256).unwrap();
+        let mut consumers: Vec<Child> = (0..2)
+            .map(|k| spawn_consumer(&name, &dir.path(&format!("c{k}")), u64::MAX))
+            .collect();
+        let mut victim = spawn_producer(&name, 7, u64::MAX);
+        let raw = Raw::shm(&name, 4096);
+        // Kill it mid-stream, at a point that differs from attempt to attempt, while another
+        // producer's jobs flow too.
+        let at = 20_000 + attempt * 7_777;
+        assert!(eventually(Duration::from_secs(30), || raw
+            .u64(CONSUMER_POS)
+            .load(Relaxed)
+            >= at));
+        let mut survivor = spawn_producer(&name, 8, 50_000);
+        assert!(eventually(Duration::from_secs(30), || raw
+            .u64(CONSUMER_POS)
+            .load(Relaxed)
+            >= at + 10_000));
+        victim.kill();
+        assert_eq!(survivor.wait(), 0);
+        // No consumer hangs: each sees the end of the stream.
+        for c in &mut consumers {
+            assert_eq!(c.wait(), 0);
+        }
+        let got = collect(&dir);
+        assert_eq!(got[&8], (0..50_000).collect::<Vec<_>>());
+        // The victim's jobs: a prefix 0..n, every one exactly once (`collect` checked that).
+        // If it died between claiming a slot and publishing it (its job n, never published),
+        // exactly one consumer reported that hole.
+        let holes = dir
+            .entries()
+            .iter()
+            .filter(|n| n.ends_with(".holes"))
+            .map(|n| std::fs::read(dir.path(n)).unwrap().len() / 8)
+            .sum::<usize>();
+        assert!(
+            holes <= 1,
+            "attempt {attempt}: {holes} holes from one producer"
+        );
+        let victim_jobs = &got[&7];
+        assert!(victim_jobs.len() as u64 >= at, "attempt {attempt}");
+        assert_eq!(
+            *victim_jobs,
+            (0..victim_jobs.len() as u64).collect::<Vec<_>>(),
+            "attempt {attempt}"
+        );
+    }
+}
+
+#[test]
+fn a_consumer_killed_mid_pop_does_not_block_producers() {
+    let name = unique("mpmc-dead-consumer");
+    let chan = mpmc::Channel::<Job>::builder()
+        .capacity(4)
+        .registry_len(4)
+        .create(Backing::shm(&name))
+        .unwrap();
+    let mut tx = chan.producer().unwrap(); // entry 0
+    let mut rx = chan.consumer().unwrap(); // entry 1
+    for seq in 0..4 {
+        tx.push(Job { producer: 1, seq }).unwrap();
+    }
+    // A consumer process (entry 2) that takes position 0, record then CAS, and is killed
+    // before it releases the slot: job 0 goes with it.
+    let n = name.clone();
+    let mut dying = fork(move || {
+        let _rx = open(&n).consumer().unwrap();
+        let raw = Raw::shm(&n, 4096);
+        raw.u64(claiming(2)).store(0, Relaxed);
+        assert_eq!(
+            raw.u64(CONSUMER_POS)
+                .compare_exchange(0, 1, AcqRel, Relaxed),
+            Ok(0)
+        );
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    });
+    let raw = Raw::shm(&name, 4096);
+    assert!(eventually(Duration::from_secs(10), || raw
+        .u64(CONSUMER_POS)
+        .load(Relaxed)
+        == 1));
+    for seq in 1..4 {
+        assert_eq!(rx.pop(), Ok(Job { producer: 1, seq }));
+    }
+    // Slot 0 is still held by the (live) consumer: the ring stays full for position 4.
+    match tx.push_timeout(
+        Job {
+            producer: 1,
+            seq: 4,
+        },
+        Duration::from_millis(100),
+    ) {
+        Err(PushError::Timeout(_)) => {}
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    dying.kill();
+    for seq in 4..8 {
+        tx.push_timeout(Job { producer: 1, seq }, Duration::from_secs(5))
+            .unwrap();
+    }
+    for seq in 4..8 {
+        assert_eq!(rx.pop(), Ok(Job { producer: 1, seq }));
+    }
+}
+
+#[test]
+fn a_full_registry_is_a_clear_error_and_dead_entries_are_reused() {
+    let name = unique("mpmc-registry");
+    let chan = mpmc::Channel::<Job>::builder()
+        .capacity(8)
+        .registry_len(3)
+        .create(Backing::shm(&name))
+        .unwrap();
+    let raw = Raw::shm(&name, 4096);
+    let tx = chan.producer().unwrap();
+    let n = name.clone();
+    let mut holder = fork(move || {
+        let _rx = open(&n).consumer().unwrap();
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    });
+    assert!(eventually(Duration::from_secs(10), || entry_states(
+        &raw, 3
+    )
+    .iter()
+    .filter(|&&s| s != 0)
+    .count()
+        == 2));
+    let third = chan.consumer().unwrap();
+    match chan.producer() {
+        Err(e @ Error::RegistryFull { len: 3 }) => {
+            assert!(e.to_string().contains("registry_len"), "{e}")
+        }
+        Err(e) => panic!("expected RegistryFull, got {e}"),
+        Ok(_) => panic!("expected RegistryFull, got a producer"),
+    }
+    // A dead holder's entry is taken over; a closed one's too.
+    holder.kill();
+    let fourth = chan.producer().unwrap();
+    assert!(matches!(chan.consumer(), Err(Error::RegistryFull { .. })));
+    drop(third);
+    let mut rx = chan.consumer().unwrap();
+    drop((tx, fourth));
+    assert_eq!(rx.pop(), Err(PopError::Disconnected));
+}
+
+#[test]
+fn opening_an_mpmc_channel_as_spsc_is_incompatible() {
+    let name = unique("mpmc-kind");
+    let _chan = mpmc::Channel::<u64>::create(Backing::shm(&name), 8).unwrap();
+    match shmlane::spsc::Channel::<u64>::open(Backing::shm(&name)) {
+        Err(Error::Incompatible(m)) => assert_eq!(
+            (m.field, m.expected.as_str(), m.found.as_str()),
+            ("kind", "SPSC", "MPMC")
+        ),
+        other => panic!("expected Incompatible, got {:?}", other.err()),
+    }
+}
