@@ -1,9 +1,10 @@
-//! Heap-backed SPSC endpoints for loom models (`--cfg shmlane_loom` only). They run the very
+//! Heap-backed SPSC and MPMC endpoints for loom models (`--cfg shmlane_loom` only). They run the very
 //! ring, wait and close code the shared-memory endpoints run; only the liveness probe is
 //! absent (a model has no processes to die), so a peer is gone only once it closed.
 
 use crate::error::{Corruption, PopError, PushError, TryPopError, TryPushError};
-use crate::ring::{self, spsc};
+use crate::layout::entry_state;
+use crate::ring::{self, mpmc, spsc};
 use crate::wait::WaitMode;
 
 /// A ring of `capacity` slots on the heap, split into its two ends.
@@ -78,5 +79,70 @@ impl<T: Copy> Consumer<T> {
     pub fn close(self) {
         let header = self.ring.mem().header();
         ring::close(header, &header.consumer_state);
+    }
+}
+
+/// An MPMC ring on the heap with `registry_len` entries, to register endpoints on.
+pub struct Mpmc<T> {
+    mem: mpmc::Mem<T>,
+    next_entry: usize,
+}
+
+/// An MPMC ring of `capacity` slots with room for `registry_len` endpoints.
+pub fn mpmc<T: bytemuck::Zeroable + Copy + Send + 'static>(capacity: u64, registry_len: u32) -> Mpmc<T> {
+    Mpmc { mem: mpmc::heap::<T>(capacity, registry_len), next_entry: 0 }
+}
+
+impl<T: Copy> Mpmc<T> {
+    fn register(&mut self, role: u32) -> Endpoint<T> {
+        let entry = self.next_entry;
+        self.next_entry += 1;
+        Endpoint { core: mpmc::Endpoint::register(self.mem.clone(), entry, role, &mut always_alive) }
+    }
+
+    /// As `mpmc::Channel::producer`.
+    pub fn producer(&mut self) -> Endpoint<T> {
+        self.register(entry_state::PRODUCER)
+    }
+
+    /// As `mpmc::Channel::consumer`.
+    pub fn consumer(&mut self) -> Endpoint<T> {
+        self.register(entry_state::CONSUMER)
+    }
+}
+
+fn always_alive(_: usize) -> bool {
+    true
+}
+
+/// An MPMC endpoint of a model ring (a producer or a consumer: use the calls of its role).
+pub struct Endpoint<T> {
+    core: mpmc::Endpoint<T>,
+}
+
+impl<T: Copy> Endpoint<T> {
+    /// As `mpmc::Producer::try_push`.
+    pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
+        self.core.try_push(value, false, &mut always_alive).unwrap_or(Err(TryPushError::Full(value)))
+    }
+
+    /// As `mpmc::Producer::push`, parking at once when full.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.core.push_until(value, WaitMode::Park, None, &mut always_alive)
+    }
+
+    /// As `mpmc::Consumer::try_pop`.
+    pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        self.core.try_pop(false, &mut always_alive).unwrap_or(Err(TryPopError::Empty))
+    }
+
+    /// As `mpmc::Consumer::pop`, parking at once when empty.
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.core.pop_until(WaitMode::Park, None, &mut always_alive)
+    }
+
+    /// As dropping the endpoint.
+    pub fn close(self) {
+        self.core.unregister();
     }
 }

@@ -139,3 +139,94 @@ fn a_consumer_closing_wakes_a_producer_blocked_on_full() {
         }
     });
 }
+
+/// Pushes every value (blocking, parking at once while full).
+fn mpmc_push_all(tx: &mut model::Endpoint<u32>, values: impl IntoIterator<Item = u32>) {
+    for value in values {
+        tx.push(value).unwrap();
+    }
+}
+
+/// Pops (blocking) until every producer closed and the ring is drained.
+fn mpmc_drain(rx: &mut model::Endpoint<u32>) -> Vec<u32> {
+    let mut got = Vec::new();
+    loop {
+        match rx.pop() {
+            Ok(v) => got.push(v),
+            Err(PopError::Disconnected) => return got,
+            Err(e) => panic!("pop: {e}"),
+        }
+    }
+}
+
+/// Each producer's values in the order it pushed them.
+fn in_order(got: &[u32], producer: impl Fn(u32) -> bool) -> bool {
+    got.iter().copied().filter(|&v| producer(v)).collect::<Vec<_>>().windows(2).all(|w| w[0] < w[1])
+}
+
+#[test]
+fn mpmc_two_producers_one_consumer() {
+    loom::model(|| {
+        let mut ring = model::mpmc::<u32>(2, 3);
+        let mut rx = ring.consumer();
+        let producers: Vec<_> = [[1, 2], [11, 12]]
+            .into_iter()
+            .map(|values| {
+                let mut tx = ring.producer();
+                thread::spawn(move || {
+                    mpmc_push_all(&mut tx, values);
+                    tx.close();
+                })
+            })
+            .collect();
+        let got = mpmc_drain(&mut rx);
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [1, 2, 11, 12], "every item exactly once");
+        assert!(in_order(&got, |v| v < 10) && in_order(&got, |v| v > 10));
+    });
+}
+
+#[test]
+fn mpmc_one_producer_two_consumers() {
+    loom::model(|| {
+        let mut ring = model::mpmc::<u32>(2, 3);
+        let mut tx = ring.producer();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut rx = ring.consumer();
+                thread::spawn(move || mpmc_drain(&mut rx))
+            })
+            .collect();
+        mpmc_push_all(&mut tx, [1, 2]);
+        tx.close();
+        let mut all = Vec::new();
+        for c in consumers {
+            let got = c.join().unwrap();
+            assert!(in_order(&got, |_| true), "a consumer saw {got:?} out of order");
+            all.extend(got);
+        }
+        all.sort_unstable();
+        assert_eq!(all, [1, 2], "every item exactly once");
+    });
+}
+
+#[test]
+fn mpmc_wrap_around_with_capacity_two() {
+    loom::model(|| {
+        let mut ring = model::mpmc::<u32>(2, 2);
+        let mut tx = ring.producer();
+        let mut rx = ring.consumer();
+        let producer = thread::spawn(move || {
+            for v in 1..=5 {
+                tx.push(v).unwrap();
+            }
+            tx.close();
+        });
+        assert_eq!(mpmc_drain(&mut rx), [1, 2, 3, 4, 5]);
+        producer.join().unwrap();
+    });
+}
