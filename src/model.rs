@@ -89,15 +89,23 @@ pub struct Mpmc<T> {
 }
 
 /// An MPMC ring of `capacity` slots with room for `registry_len` endpoints.
-pub fn mpmc<T: bytemuck::Zeroable + Copy + Send + 'static>(capacity: u64, registry_len: u32) -> Mpmc<T> {
-    Mpmc { mem: mpmc::heap::<T>(capacity, registry_len), next_entry: 0 }
+pub fn mpmc<T: bytemuck::Zeroable + Copy + Send + 'static>(
+    capacity: u64,
+    registry_len: u32,
+) -> Mpmc<T> {
+    Mpmc {
+        mem: mpmc::heap::<T>(capacity, registry_len),
+        next_entry: 0,
+    }
 }
 
 impl<T: Copy> Mpmc<T> {
     fn register(&mut self, role: u32) -> Endpoint<T> {
         let entry = self.next_entry;
         self.next_entry += 1;
-        Endpoint { core: mpmc::Endpoint::register(self.mem.clone(), entry, role, &mut always_alive) }
+        Endpoint {
+            core: mpmc::Endpoint::register(self.mem.clone(), entry, role, &mut always_alive),
+        }
     }
 
     /// As `mpmc::Channel::producer`.
@@ -123,17 +131,22 @@ pub struct Endpoint<T> {
 impl<T: Copy> Endpoint<T> {
     /// As `mpmc::Producer::try_push`.
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
-        self.core.try_push(value, false, &mut always_alive).unwrap_or(Err(TryPushError::Full(value)))
+        self.core
+            .try_push(value, false, &mut always_alive)
+            .unwrap_or(Err(TryPushError::Full(value)))
     }
 
     /// As `mpmc::Producer::push`, parking at once when full.
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        self.core.push_until(value, WaitMode::Park, None, &mut always_alive)
+        self.core
+            .push_until(value, WaitMode::Park, None, &mut always_alive)
     }
 
     /// As `mpmc::Consumer::try_pop`.
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        self.core.try_pop(false, &mut always_alive).unwrap_or(Err(TryPopError::Empty))
+        self.core
+            .try_pop(false, &mut always_alive)
+            .unwrap_or(Err(TryPopError::Empty))
     }
 
     /// As `mpmc::Consumer::pop`, parking at once when empty.

@@ -161,7 +161,12 @@ fn mpmc_drain(rx: &mut model::Endpoint<u32>) -> Vec<u32> {
 
 /// Each producer's values in the order it pushed them.
 fn in_order(got: &[u32], producer: impl Fn(u32) -> bool) -> bool {
-    got.iter().copied().filter(|&v| producer(v)).collect::<Vec<_>>().windows(2).all(|w| w[0] < w[1])
+    got.iter()
+        .copied()
+        .filter(|&v| producer(v))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .all(|w| w[0] < w[1])
 }
 
 #[test]
@@ -206,7 +211,10 @@ fn mpmc_one_producer_two_consumers() {
         let mut all = Vec::new();
         for c in consumers {
             let got = c.join().unwrap();
-            assert!(in_order(&got, |_| true), "a consumer saw {got:?} out of order");
+            assert!(
+                in_order(&got, |_| true),
+                "a consumer saw {got:?} out of order"
+            );
             all.extend(got);
         }
         all.sort_unstable();

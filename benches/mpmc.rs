@@ -1,0 +1,256 @@
+//! MPMC throughput, 1 producer x 1 consumer and 2 x 2, capacity 4096, u64 items: shmlane
+//! with threads in one process and with separate processes, beside crossbeam's ArrayQueue
+//! and crossbeam_channel::bounded (threads; they cannot cross processes).
+//!
+//! `cargo bench --bench mpmc`. Each producer pushes its share of the items and then a
+//! sentinel; consumers stop once every sentinel has been taken and the queue is empty. The
+//! time runs from the moment all parties are released to the moment the last one is done.
+
+use std::hint::spin_loop;
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{AcqRel, Acquire, Release},
+};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shmlane::{mpmc, Backing};
+
+const CAPACITY: usize = 4096;
+const STOP: u64 = u64::MAX;
+
+/// The push and pop of one queue, as the harness needs them.
+trait Queue: Sync {
+    type Tx: Send;
+    type Rx: Send;
+    fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>);
+    fn push(tx: &mut Self::Tx, v: u64) -> bool;
+    fn pop(rx: &mut Self::Rx) -> Option<u64>;
+}
+
+/// Runs one producer's share: `items` values, then a sentinel.
+fn produce<Q: Queue>(tx: &mut Q::Tx, items: u64) {
+    for v in (0..items).chain([STOP]) {
+        while !Q::push(tx, v) {
+            spin_loop();
+        }
+    }
+}
+
+/// Pops until `producers` sentinels have been taken (by anyone) and the queue is empty.
+/// Returns the number of values popped.
+fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64) -> u64 {
+    let mut popped = 0;
+    loop {
+        match Q::pop(rx) {
+            Some(STOP) => {
+                stops.fetch_add(1, AcqRel);
+            }
+            Some(_) => popped += 1,
+            None if stops.load(Acquire) == producers => return popped,
+            None => spin_loop(),
+        }
+    }
+}
+
+fn run_threads<Q: Queue>(queue: &Q, pairs: usize, iters: u64) -> Duration {
+    let (txs, rxs) = queue.ends(pairs, pairs);
+    let stops = AtomicU64::new(0);
+    let barrier = Barrier::new(2 * pairs + 1);
+    let share = iters / pairs as u64;
+    thread::scope(|s| {
+        for mut tx in txs {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                produce::<Q>(&mut tx, share);
+            });
+        }
+        let consumers: Vec<_> = rxs
+            .into_iter()
+            .map(|mut rx| {
+                let (barrier, stops) = (&barrier, &stops);
+                s.spawn(move || {
+                    barrier.wait();
+                    consume::<Q>(&mut rx, stops, pairs as u64)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let popped: u64 = consumers.into_iter().map(|c| c.join().unwrap()).sum();
+        assert_eq!(popped, share * pairs as u64);
+        start.elapsed()
+    })
+}
+
+struct Shmlane(mpmc::Channel<u64>);
+
+impl Queue for Shmlane {
+    type Tx = mpmc::Producer<u64>;
+    type Rx = mpmc::Consumer<u64>;
+    fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>) {
+        (
+            (0..producers).map(|_| self.0.producer().unwrap()).collect(),
+            (0..consumers).map(|_| self.0.consumer().unwrap()).collect(),
+        )
+    }
+    fn push(tx: &mut Self::Tx, v: u64) -> bool {
+        tx.try_push(v).is_ok()
+    }
+    fn pop(rx: &mut Self::Rx) -> Option<u64> {
+        rx.try_pop().ok()
+    }
+}
+
+impl Shmlane {
+    fn new() -> Shmlane {
+        Shmlane(
+            mpmc::Channel::builder()
+                .capacity(CAPACITY as u64)
+                .populate(true)
+                .create(Backing::memfd("bench"))
+                .unwrap(),
+        )
+    }
+}
+
+struct ArrayQueue;
+
+impl Queue for ArrayQueue {
+    type Tx = Arc<crossbeam_queue::ArrayQueue<u64>>;
+    type Rx = Arc<crossbeam_queue::ArrayQueue<u64>>;
+    fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>) {
+        let queue = Arc::new(crossbeam_queue::ArrayQueue::new(CAPACITY));
+        (vec![queue.clone(); producers], vec![queue; consumers])
+    }
+    fn push(tx: &mut Self::Tx, v: u64) -> bool {
+        tx.push(v).is_ok()
+    }
+    fn pop(rx: &mut Self::Rx) -> Option<u64> {
+        rx.pop()
+    }
+}
+
+struct Channel;
+
+impl Queue for Channel {
+    type Tx = crossbeam_channel::Sender<u64>;
+    type Rx = crossbeam_channel::Receiver<u64>;
+    fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>) {
+        let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
+        (vec![tx; producers], vec![rx; consumers])
+    }
+    fn push(tx: &mut Self::Tx, v: u64) -> bool {
+        tx.try_send(v).is_ok()
+    }
+    fn pop(rx: &mut Self::Rx) -> Option<u64> {
+        rx.try_recv().ok()
+    }
+}
+
+/// `pairs` producer and `pairs` consumer processes on one shmlane channel.
+fn run_processes(pairs: usize, iters: u64) -> Duration {
+    let chan = Shmlane::new();
+    // Start line and sentinel count, shared with the children.
+    // SAFETY: an anonymous shared mapping of one page, checked below.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    // SAFETY: the page is zeroed, aligned, and outlives the children (unmapped at the end).
+    let (ready, go, stops) = unsafe {
+        let words = page as *const AtomicU64;
+        (&*words, &*words.add(16), &*words.add(32))
+    };
+    let share = iters / pairs as u64;
+    let mut children = Vec::new();
+    for role in 0..2 * pairs {
+        // SAFETY: the child only runs its share and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = if role < pairs {
+                let mut tx = chan.0.producer().unwrap();
+                ready.fetch_add(1, Release);
+                while go.load(Acquire) == 0 {
+                    spin_loop();
+                }
+                produce::<Shmlane>(&mut tx, share);
+                0
+            } else {
+                let mut rx = chan.0.consumer().unwrap();
+                ready.fetch_add(1, Release);
+                while go.load(Acquire) == 0 {
+                    spin_loop();
+                }
+                // Each consumer's count goes back through the exit status, modulo 256.
+                (consume::<Shmlane>(&mut rx, stops, pairs as u64) % 256) as i32
+            };
+            // SAFETY: leave without the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        children.push(pid);
+    }
+    while ready.load(Acquire) != 2 * pairs as u64 {
+        spin_loop();
+    }
+    let start = Instant::now();
+    go.store(1, Release);
+    let mut popped_mod = 0;
+    for (i, pid) in children.into_iter().enumerate() {
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status));
+        if i >= pairs {
+            popped_mod += libc::WEXITSTATUS(status) as u64;
+        }
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(
+        popped_mod % 256,
+        (share * pairs as u64) % 256,
+        "items lost or duplicated"
+    );
+    // SAFETY: the children are gone; nobody maps the page but us.
+    unsafe { libc::munmap(page, 4096) };
+    elapsed
+}
+
+fn mpmc(c: &mut Criterion) {
+    for pairs in [1, 2] {
+        let mut group = c.benchmark_group(format!("mpmc/{pairs}p{pairs}c"));
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("shmlane", "threads"), |b| {
+            b.iter_custom(|iters| run_threads(&Shmlane::new(), pairs, iters.max(pairs as u64)))
+        });
+        group.bench_function(BenchmarkId::new("shmlane", "processes"), |b| {
+            b.iter_custom(|iters| run_processes(pairs, iters.max(pairs as u64)))
+        });
+        group.bench_function(BenchmarkId::new("crossbeam_array_queue", "threads"), |b| {
+            b.iter_custom(|iters| run_threads(&ArrayQueue, pairs, iters.max(pairs as u64)))
+        });
+        group.bench_function(
+            BenchmarkId::new("crossbeam_channel_bounded", "threads"),
+            |b| b.iter_custom(|iters| run_threads(&Channel, pairs, iters.max(pairs as u64))),
+        );
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = mpmc
+}
+criterion_main!(benches);
