@@ -22,14 +22,37 @@ use crate::sync::{
 /// locks, a system call.
 const PROBE_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Rate limit for the lock probes of non-blocking calls.
-pub(crate) fn probe_due(last_probe: &mut Instant) -> bool {
-    let now = Instant::now();
-    if now.duration_since(*last_probe) >= PROBE_INTERVAL {
-        *last_probe = now;
-        return true;
+/// Rate limit for the lock probes of non-blocking calls. Reads the coarse monotonic clock
+/// (a few ns through the vDSO, tick resolution), since a caller polling a full or empty
+/// ring asks on every miss.
+pub(crate) struct ProbeClock {
+    last_ns: u64,
+}
+
+impl ProbeClock {
+    pub(crate) fn new() -> ProbeClock {
+        ProbeClock {
+            last_ns: coarse_now_ns(),
+        }
     }
-    false
+
+    /// Whether a probe is due now (and if so, the interval restarts).
+    pub(crate) fn due(&mut self) -> bool {
+        let now = coarse_now_ns();
+        if now.saturating_sub(self.last_ns) >= PROBE_INTERVAL.as_nanos() as u64 {
+            self.last_ns = now;
+            return true;
+        }
+        false
+    }
+}
+
+fn coarse_now_ns() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid clock id and out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The deadline `timeout` from now; a timeout too large for `Instant` is no deadline.

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use crate::channel::{deadline, probe_due, Builder, Flavor, Options, RoleLock, Shared};
+use crate::channel::{deadline, Builder, Flavor, Options, ProbeClock, RoleLock, Shared};
 use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{entry_state, type_tag_of, Expected, Geometry, Kind, MpmcSlot};
 use crate::region::{lock, Backing};
@@ -143,7 +143,7 @@ impl<T: Pod> Channel<T> {
             lock,
             entry,
             wait: WaitMode::default(),
-            last_probe: Instant::now(),
+            probe: ProbeClock::new(),
         })
     }
 
@@ -164,7 +164,7 @@ struct Registered<T: Pod> {
     lock: RoleLock,
     entry: usize,
     wait: WaitMode,
-    last_probe: Instant,
+    probe: ProbeClock,
 }
 
 impl<T: Pod> Registered<T> {
@@ -192,7 +192,7 @@ impl<T: Pod> Producer<T> {
             return result;
         }
         // Full: worth a (rate-limited) look for dead consumers.
-        if !probe_due(&mut r.last_probe) {
+        if !r.probe.due() {
             return Err(TryPushError::Full(value));
         }
         r.core
@@ -259,7 +259,7 @@ impl<T: Pod> Consumer<T> {
             return result;
         }
         // Empty (or a slow producer's slot): worth a (rate-limited) look for dead producers.
-        if !probe_due(&mut r.last_probe) {
+        if !r.probe.due() {
             return Err(TryPopError::Empty);
         }
         r.core

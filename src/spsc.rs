@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::channel::{
-    deadline, peer_state, probe_due, Builder, Flavor, Options, PeerState, RoleLock, Shared,
+    deadline, peer_state, Builder, Flavor, Options, PeerState, ProbeClock, RoleLock, Shared,
 };
 use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{type_tag_of, Expected, Geometry, Header, Kind};
@@ -128,7 +128,7 @@ impl<T: Pod> Channel<T> {
             ring,
             role,
             wait: WaitMode::default(),
-            last_probe: Instant::now(),
+            probe: ProbeClock::new(),
         })
     }
 
@@ -144,7 +144,7 @@ impl<T: Pod> Channel<T> {
             ring,
             role,
             wait: WaitMode::default(),
-            last_probe: Instant::now(),
+            probe: ProbeClock::new(),
         })
     }
 
@@ -171,7 +171,7 @@ pub struct Producer<T: Pod> {
     ring: ring::Producer<T>,
     role: RoleLock,
     wait: WaitMode,
-    last_probe: Instant,
+    probe: ProbeClock,
 }
 
 impl<T: Pod> Producer<T> {
@@ -182,7 +182,7 @@ impl<T: Pod> Producer<T> {
     /// Whether the consumer is gone, probing its lock if `probe` (or if the rate limit
     /// allows, for `None`).
     fn consumer_gone(&mut self, probe: Option<bool>) -> bool {
-        let probe = probe.unwrap_or_else(|| probe_due(&mut self.last_probe));
+        let probe = probe.unwrap_or_else(|| self.probe.due());
         let (role, header) = (&self.role, self.role.shared().header());
         self.ring.consumer_gone(probe, &mut || {
             role_died(role, lock::CONSUMER, &header.consumer_state)
@@ -375,7 +375,7 @@ pub struct Consumer<T: Pod> {
     ring: ring::Consumer<T>,
     role: RoleLock,
     wait: WaitMode,
-    last_probe: Instant,
+    probe: ProbeClock,
 }
 
 impl<T: Pod> Consumer<T> {
@@ -386,7 +386,7 @@ impl<T: Pod> Consumer<T> {
     /// Whether the producer is gone, probing its lock if `probe` (or if the rate limit
     /// allows, for `None`).
     fn producer_gone(&mut self, probe: Option<bool>) -> bool {
-        let probe = probe.unwrap_or_else(|| probe_due(&mut self.last_probe));
+        let probe = probe.unwrap_or_else(|| self.probe.due());
         let (role, header) = (&self.role, self.role.shared().header());
         self.ring.producer_gone(probe, &mut || {
             role_died(role, lock::PRODUCER, &header.producer_state)
@@ -400,7 +400,7 @@ impl<T: Pod> Consumer<T> {
             return result;
         }
         // Empty: worth a (rate-limited) look at whether the producer died.
-        let probe = probe_due(&mut self.last_probe);
+        let probe = self.probe.due();
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);
         self.ring

@@ -23,6 +23,8 @@
 //! move, or a position that moves backwards is [`Corruption`]; a loop only goes round again
 //! when a shared position has moved forward, so a hostile value cannot make it spin forever.
 
+use crossbeam_utils::Backoff;
+
 use super::RingMem;
 use crate::error::{Corruption, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{entry_state, role_count, Entry, MpmcSlot, IDLE};
@@ -152,11 +154,14 @@ impl<T: Copy> Endpoint<T> {
     }
 
     /// Pushes `value` if a slot is free: `Ok(false)` when full.
+    #[inline(always)]
     pub(crate) fn enqueue(&self, value: T) -> Result<bool, Corruption> {
         let line = self.mem.producer_line();
         let mine = self.my_entry();
         let mut pos = line.pos.load(Relaxed);
         let mut claimed = false;
+        // Spins a little longer after each lost CAS, so contenders spread out (as crossbeam).
+        let backoff = Backoff::new();
         let result = loop {
             let slot = self.mem.slot(pos);
             // Acquire: pairs with the Release store of the sequence in `dequeue` (or `free`),
@@ -182,7 +187,10 @@ impl<T: Copy> Endpoint<T> {
                         slot.seq.store(pos + 1, Release);
                         break Ok(true);
                     }
-                    Err(now) => pos = Self::moved("enqueue position", pos, now)?,
+                    Err(now) => {
+                        pos = Self::moved("enqueue position", pos, now)?;
+                        backoff.spin();
+                    }
                 }
             } else if seq < pos {
                 // The slot still holds the previous lap: full, unless our position is stale.
@@ -216,12 +224,15 @@ impl<T: Copy> Endpoint<T> {
     }
 
     /// Takes the next value, if any.
+    #[inline(always)]
     pub(crate) fn dequeue(&self) -> Result<Dequeued<T>, Corruption> {
         let line = self.mem.consumer_line();
         let mine = self.my_entry();
         let capacity = self.mem.capacity();
         let mut pos = line.pos.load(Relaxed);
         let mut claimed = false;
+        // Spins a little longer after each lost CAS, so contenders spread out (as crossbeam).
+        let backoff = Backoff::new();
         let result = loop {
             let slot = self.mem.slot(pos);
             // Acquire: pairs with the Release store of the sequence in `enqueue` (or of a
@@ -247,7 +258,10 @@ impl<T: Copy> Endpoint<T> {
                         slot.seq.store(pos + capacity, Release);
                         break Ok(value.map_or(Dequeued::Skipped(pos), Dequeued::Value));
                     }
-                    Err(now) => pos = Self::moved("dequeue position", pos, now)?,
+                    Err(now) => {
+                        pos = Self::moved("dequeue position", pos, now)?;
+                        backoff.spin();
+                    }
                 }
             } else if seq <= pos {
                 let now = line.pos.load(Relaxed);

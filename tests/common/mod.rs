@@ -192,9 +192,9 @@ impl Raw {
 /// Header offsets the tests use (the layout is the ABI).
 pub mod offsets {
     pub const PRODUCER_POS: usize = 128;
-    pub const PRODUCER_WAITERS: usize = 128 + 12;
+    pub const PRODUCER_WAITERS: usize = 128 + 68;
     pub const CONSUMER_POS: usize = 256;
-    pub const CONSUMER_WAITERS: usize = 256 + 12;
+    pub const CONSUMER_WAITERS: usize = 256 + 68;
     pub const REGISTRY: usize = 384;
     pub const ENTRY_LEN: usize = 128;
     pub const ENTRY_CLAIMING: usize = 8;
