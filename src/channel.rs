@@ -98,6 +98,8 @@ pub(crate) trait Flavor: Sized {
     fn from_shared(shared: Arc<Shared>) -> Self;
     /// Writes the initial state of the slots, before the region is published READY.
     fn init(shared: &Arc<Shared>);
+    /// The channel's region.
+    fn shared(&self) -> &Arc<Shared>;
 }
 
 /// Options for creating or opening a channel. Get one from `Channel::builder()`.
@@ -204,6 +206,11 @@ impl<C: Flavor> Builder<C> {
             self.options.open_timeout,
         )
         .map(C::from_shared)
+    }
+
+    /// What `open` and `from_fd` will check the region's header against.
+    pub(crate) fn expected(&self) -> Expected {
+        C::expected(&self.options)
     }
 
     /// Opens a channel from a descriptor received from elsewhere (a memfd), checking its

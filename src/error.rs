@@ -62,6 +62,17 @@ pub enum Error {
         /// The registry's size, fixed at create.
         len: u32,
     },
+    /// A handoff server refused this client (its policy), saying why.
+    Refused {
+        /// The server's reason.
+        reason: String,
+    },
+    /// A handoff peer did not speak the handoff protocol (garbage, a truncated message, or
+    /// no answer within the timeout).
+    Handshake {
+        /// What went wrong.
+        reason: String,
+    },
     /// An argument was out of range (capacity not a power of two, a name with a slash, ...).
     InvalidArgument(String),
     /// Any other OS error.
@@ -188,6 +199,16 @@ impl fmt::Display for Error {
                 f,
                 "all {len} endpoint entries of this MPMC channel are held by live endpoints: drop \
                  some, or create the channel with a larger Builder::registry_len"
+            ),
+            Error::Refused { reason } => write!(
+                f,
+                "the handoff server refused this process: {reason}; ask its operator to admit your \
+                 uid or gid"
+            ),
+            Error::Handshake { reason } => write!(
+                f,
+                "handoff handshake failed: {reason}; check that the socket belongs to a shmlane \
+                 server of the same protocol version"
             ),
             Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
             Error::Io { op, what, source } => write!(f, "{op} on {what} failed: {source}"),

@@ -25,6 +25,8 @@ mod wait;
 
 #[cfg(not(shmlane_loom))]
 mod channel;
+#[cfg(not(shmlane_loom))]
+pub mod handoff;
 #[cfg(shmlane_loom)]
 #[doc(hidden)]
 pub mod model;

@@ -87,6 +87,10 @@ impl<T: Pod> Flavor for Channel<T> {
         crate::ring::mpmc::init(&shared.ring_mem::<MpmcSlot<T>>());
     }
 
+    fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn from_shared(shared: Arc<Shared>) -> Self {
         Channel {
             shared,

@@ -79,6 +79,10 @@ impl<T: Pod> Flavor for Channel<T> {
         // Zero-filled slots and counters are an empty ring.
     }
 
+    fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     fn from_shared(shared: Arc<Shared>) -> Self {
         Channel {
             shared,
