@@ -231,6 +231,51 @@ impl<C: Flavor> Builder<C> {
     }
 }
 
+/// The methods every channel flavour has, the same for each (written once here).
+macro_rules! channel_methods {
+    () => {
+        /// Creates a channel of `capacity` slots (a power of two) with default options.
+        pub fn create(backing: Backing, capacity: u64) -> Result<Self, Error> {
+            Self::builder().capacity(capacity).create(backing)
+        }
+
+        /// Opens an existing named channel (`Backing::shm` or `Backing::file`), checking
+        /// that it is a channel of this kind and of `T`.
+        pub fn open(backing: Backing) -> Result<Self, Error> {
+            Self::builder().open(backing)
+        }
+
+        /// Opens a channel from a memfd received from elsewhere; refuses one without the
+        /// seals against resizing (see [`Builder::allow_unsealed`]).
+        pub fn from_fd(fd: OwnedFd) -> Result<Self, Error> {
+            Self::builder().from_fd(fd)
+        }
+
+        /// Options for create, open and from_fd.
+        pub fn builder() -> Builder<Self> {
+            Builder::new()
+        }
+
+        /// Removes a named channel left behind by a crash. Refuses (with
+        /// `Error::AlreadyExists { live: Some(true), .. }`) while any live process holds it.
+        pub fn remove(backing: Backing) -> Result<(), Error> {
+            crate::region::remove_stale(&backing)
+        }
+
+        /// Slots in the ring.
+        pub fn capacity(&self) -> usize {
+            self.shared.geometry().capacity as usize
+        }
+
+        /// The region's descriptor: pass it to a child (fork) or over a Unix socket (see
+        /// `handoff`), and open it there with `from_fd` (after `try_clone_to_owned`).
+        pub fn fd(&self) -> BorrowedFd<'_> {
+            self.shared.region().fd()
+        }
+    };
+}
+pub(crate) use channel_methods;
+
 /// A mapped, validated channel region. Shared by the channel handle and its endpoints.
 pub struct Shared {
     region: Region,

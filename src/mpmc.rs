@@ -100,31 +100,7 @@ impl<T: Pod> Flavor for Channel<T> {
 }
 
 impl<T: Pod> Channel<T> {
-    /// Creates a channel of `capacity` slots (a power of two) with default options.
-    pub fn create(backing: Backing, capacity: u64) -> Result<Self, Error> {
-        Self::builder().capacity(capacity).create(backing)
-    }
-
-    /// Opens an existing named channel, checking that it is an MPMC channel of `T`.
-    pub fn open(backing: Backing) -> Result<Self, Error> {
-        Self::builder().open(backing)
-    }
-
-    /// Opens a channel from a memfd received from elsewhere (see `spsc::Channel::from_fd`).
-    pub fn from_fd(fd: OwnedFd) -> Result<Self, Error> {
-        Self::builder().from_fd(fd)
-    }
-
-    /// Options for create, open and from_fd.
-    pub fn builder() -> Builder<Self> {
-        Builder::new()
-    }
-
-    /// Removes a named channel left behind by a crash; refuses while any live process holds
-    /// it.
-    pub fn remove(backing: Backing) -> Result<(), Error> {
-        crate::region::remove_stale(&backing)
-    }
+    crate::channel::channel_methods!();
 
     /// Registers a new producer. `Error::RegistryFull` when every entry is held by a live
     /// endpoint.
@@ -149,16 +125,6 @@ impl<T: Pod> Channel<T> {
             wait: WaitMode::default(),
             probe: ProbeClock::new(),
         })
-    }
-
-    /// Slots in the ring.
-    pub fn capacity(&self) -> usize {
-        self.shared.geometry().capacity as usize
-    }
-
-    /// The region's descriptor, to hand to another process (see `spsc::Channel::fd`).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.shared.region().fd()
     }
 }
 

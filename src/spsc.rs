@@ -92,33 +92,7 @@ impl<T: Pod> Flavor for Channel<T> {
 }
 
 impl<T: Pod> Channel<T> {
-    /// Creates a channel of `capacity` slots (a power of two) with default options.
-    pub fn create(backing: Backing, capacity: u64) -> Result<Self, Error> {
-        Self::builder().capacity(capacity).create(backing)
-    }
-
-    /// Opens an existing named channel (`Backing::shm` or `Backing::file`), checking that it
-    /// is an SPSC channel of `T`.
-    pub fn open(backing: Backing) -> Result<Self, Error> {
-        Self::builder().open(backing)
-    }
-
-    /// Opens a channel from a memfd received from elsewhere; refuses one without the seals
-    /// against resizing (see [`Builder::allow_unsealed`]).
-    pub fn from_fd(fd: OwnedFd) -> Result<Self, Error> {
-        Self::builder().from_fd(fd)
-    }
-
-    /// Options for create, open and from_fd.
-    pub fn builder() -> Builder<Self> {
-        Builder::new()
-    }
-
-    /// Removes a named channel left behind by a crash. Refuses (with
-    /// `Error::AlreadyExists { live: Some(true), .. }`) while any live process holds it.
-    pub fn remove(backing: Backing) -> Result<(), Error> {
-        crate::region::remove_stale(&backing)
-    }
+    crate::channel::channel_methods!();
 
     /// Claims the producer role. `Error::RoleTaken` while another live producer holds it.
     pub fn producer(&self) -> Result<Producer<T>, Error> {
@@ -150,17 +124,6 @@ impl<T: Pod> Channel<T> {
             wait: WaitMode::default(),
             probe: ProbeClock::new(),
         })
-    }
-
-    /// Slots in the ring.
-    pub fn capacity(&self) -> usize {
-        self.shared.geometry().capacity as usize
-    }
-
-    /// The region's descriptor: pass it to a child (fork) or over a Unix socket, and open it
-    /// there with [`Channel::from_fd`] (after `try_clone_to_owned`).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.shared.region().fd()
     }
 }
 

@@ -23,6 +23,7 @@ const ITEMS: u64 = 100_000;
 
 #[test]
 fn a_killed_producer_is_detected_after_the_drain() {
+    let _serial = common::serial();
     let name = unique("kill-producer");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 1024).unwrap();
     let child_name = name.clone();
@@ -66,6 +67,7 @@ fn a_killed_producer_is_detected_after_the_drain() {
 
 #[test]
 fn a_killed_consumer_fails_a_blocked_push_with_its_value() {
+    let _serial = common::serial();
     let name = unique("kill-consumer");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 8).unwrap();
     let child_name = name.clone();
@@ -104,6 +106,7 @@ fn a_killed_consumer_fails_a_blocked_push_with_its_value() {
 
 #[test]
 fn a_cleanly_closed_producer_is_drained_then_disconnected() {
+    let _serial = common::serial();
     let name = unique("close-producer");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 64).unwrap();
     let child_name = name.clone();
@@ -126,6 +129,7 @@ fn a_cleanly_closed_producer_is_drained_then_disconnected() {
 
 #[test]
 fn a_cleanly_closed_consumer_disconnects_the_producer() {
+    let _serial = common::serial();
     let name = unique("close-consumer");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 4).unwrap();
     let child_name = name.clone();
@@ -159,6 +163,7 @@ fn a_cleanly_closed_consumer_disconnects_the_producer() {
 
 #[test]
 fn a_restarted_consumer_continues_where_the_last_stopped() {
+    let _serial = common::serial();
     let chan = spsc::Channel::<u64>::create(Backing::memfd("restart"), 16).unwrap();
     let mut tx = chan.producer().unwrap();
     for i in 0..10 {
@@ -196,6 +201,7 @@ fn try_claim_producer(name: &str) -> i32 {
 
 #[test]
 fn one_live_producer_at_a_time() {
+    let _serial = common::serial();
     let name = unique("role");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 8).unwrap();
     let tx = chan.producer().unwrap();
@@ -230,6 +236,7 @@ fn one_live_producer_at_a_time() {
 
 #[test]
 fn a_consumer_in_another_pid_namespace_detects_the_producer_crash() {
+    let _serial = common::serial();
     let name = unique("pidns");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 64).unwrap();
     let n = name.clone();
@@ -279,6 +286,7 @@ fn a_consumer_in_another_pid_namespace_detects_the_producer_crash() {
 
 #[test]
 fn a_stale_name_is_reported_and_reclaimed_but_a_live_one_never() {
+    let _serial = common::serial();
     let name = unique("stale");
     let n = name.clone();
     let mut creator = fork(move || {
@@ -373,6 +381,7 @@ fn a_stale_name_is_reported_and_reclaimed_but_a_live_one_never() {
 
 #[test]
 fn timeouts_return_the_value_after_about_the_time_asked() {
+    let _serial = common::serial();
     let chan = spsc::Channel::<u64>::create(Backing::memfd("timeouts"), 2).unwrap();
     let mut tx = chan.producer().unwrap();
     let mut rx = chan.consumer().unwrap();
@@ -408,6 +417,7 @@ fn timeouts_return_the_value_after_about_the_time_asked() {
 
 #[test]
 fn every_wait_mode_moves_items_across_processes() {
+    let _serial = common::serial();
     for mode in [WaitMode::Adaptive, WaitMode::BusyPoll, WaitMode::Park] {
         let name = unique("modes");
         let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 16).unwrap();

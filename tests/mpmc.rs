@@ -105,6 +105,7 @@ fn collect(dir: &ScratchDir) -> BTreeMap<u64, Vec<u64>> {
 
 #[test]
 fn four_by_four_processes_deliver_a_million_jobs_exactly_once() {
+    let _serial = common::serial();
     const PER_PRODUCER: u64 = 250_000;
     let name = unique("mpmc-4x4");
     let dir = ScratchDir::new("mpmc-4x4-out");
@@ -130,6 +131,7 @@ fn four_by_four_processes_deliver_a_million_jobs_exactly_once() {
 
 #[test]
 fn endpoints_join_and_leave_while_traffic_flows() {
+    let _serial = common::serial();
     let name = unique("mpmc-churn");
     let dir = ScratchDir::new("mpmc-churn-out");
     let chan = mpmc::Channel::<Job>::builder()
@@ -192,6 +194,7 @@ fn entry_states(raw: &Raw, len: usize) -> Vec<u32> {
 
 #[test]
 fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
+    let _serial = common::serial();
     let name = unique("mpmc-hole");
     let chan = mpmc::Channel::<Job>::builder()
         .capacity(16)
@@ -256,6 +259,7 @@ fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
 
 #[test]
 fn a_producer_killed_mid_stream_loses_no_published_job() {
+    let _serial = common::serial();
     for attempt in 0..3 {
         let name = unique("mpmc-kill");
         let dir = ScratchDir::new("mpmc-kill-out");
@@ -310,6 +314,7 @@ fn a_producer_killed_mid_stream_loses_no_published_job() {
 
 #[test]
 fn a_consumer_killed_mid_pop_does_not_block_producers() {
+    let _serial = common::serial();
     let name = unique("mpmc-dead-consumer");
     let chan = mpmc::Channel::<Job>::builder()
         .capacity(4)
@@ -369,6 +374,7 @@ fn a_consumer_killed_mid_pop_does_not_block_producers() {
 
 #[test]
 fn a_full_registry_is_a_clear_error_and_dead_entries_are_reused() {
+    let _serial = common::serial();
     let name = unique("mpmc-registry");
     let chan = mpmc::Channel::<Job>::builder()
         .capacity(8)
@@ -412,6 +418,7 @@ fn a_full_registry_is_a_clear_error_and_dead_entries_are_reused() {
 
 #[test]
 fn opening_an_mpmc_channel_as_spsc_is_incompatible() {
+    let _serial = common::serial();
     let name = unique("mpmc-kind");
     let _chan = mpmc::Channel::<u64>::create(Backing::shm(&name), 8).unwrap();
     match shmlane::spsc::Channel::<u64>::open(Backing::shm(&name)) {

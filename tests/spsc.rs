@@ -72,6 +72,7 @@ fn million_items(parent: spsc::Channel<Item>, open_in_child: impl FnOnce() -> sp
 
 #[test]
 fn a_million_items_cross_processes_over_shm() {
+    let _serial = common::serial();
     let name = unique("million-shm");
     let chan = spsc::Channel::<Item>::create(Backing::shm(&name), 1024).unwrap();
     million_items(chan, move || {
@@ -81,6 +82,7 @@ fn a_million_items_cross_processes_over_shm() {
 
 #[test]
 fn a_million_items_cross_processes_over_a_file() {
+    let _serial = common::serial();
     let dir = ScratchDir::new("million-file");
     let path = dir.path("ring");
     let chan = spsc::Channel::<Item>::create(Backing::file(&path), 1024).unwrap();
@@ -91,6 +93,7 @@ fn a_million_items_cross_processes_over_a_file() {
 
 #[test]
 fn a_million_items_cross_processes_over_a_memfd() {
+    let _serial = common::serial();
     let chan = spsc::Channel::<Item>::create(Backing::memfd("million"), 1024).unwrap();
     let fd = chan.fd().try_clone_to_owned().unwrap();
     million_items(chan, move || spsc::Channel::from_fd(fd).unwrap());
@@ -113,6 +116,7 @@ fn incompatible_field<T: Pod>(backing: Backing) -> &'static str {
 
 #[test]
 fn opening_with_another_type_is_incompatible() {
+    let _serial = common::serial();
     let name = unique("types");
     let _chan = spsc::Channel::<Item>::create(Backing::shm(&name), 16).unwrap();
     assert_eq!(incompatible_field::<u64>(Backing::shm(&name)), "slot size");
@@ -143,6 +147,7 @@ fn opening_with_another_type_is_incompatible() {
 
 #[test]
 fn names_that_do_not_exist_or_already_exist() {
+    let _serial = common::serial();
     let name = unique("exists");
     assert!(matches!(
         spsc::Channel::<u64>::open(Backing::shm(&name)),
@@ -170,6 +175,7 @@ fn names_that_do_not_exist_or_already_exist() {
 
 #[test]
 fn persisted_names_outlive_their_creator() {
+    let _serial = common::serial();
     let name = unique("persist");
     drop(
         spsc::Channel::<u64>::builder()
@@ -188,6 +194,7 @@ fn persisted_names_outlive_their_creator() {
 
 #[test]
 fn bad_arguments_are_refused() {
+    let _serial = common::serial();
     for capacity in [0, 3, 100] {
         assert!(matches!(
             spsc::Channel::<u64>::create(Backing::shm(unique("cap")), capacity),
@@ -235,6 +242,7 @@ fn set_u64(bytes: &mut [u8], offset: usize, value: u64) {
 
 #[test]
 fn damaged_files_are_errors_not_crashes() {
+    let _serial = common::serial();
     let dir = ScratchDir::new("damaged");
     let good = valid_region_bytes(&dir);
     assert!(open_bytes(&dir, "good", &good).is_ok());
@@ -290,6 +298,7 @@ fn damaged_files_are_errors_not_crashes() {
 
 #[test]
 fn impossible_counters_from_a_peer_are_corruption() {
+    let _serial = common::serial();
     let dir = ScratchDir::new("corrupt");
     let path = dir.path("ring");
     let chan = spsc::Channel::<u64>::create(Backing::file(&path), 8).unwrap();
@@ -323,6 +332,7 @@ fn impossible_counters_from_a_peer_are_corruption() {
 
 #[test]
 fn a_full_tmpfs_is_no_space_not_sigbus() {
+    let _serial = common::serial();
     if !is_root() {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
@@ -401,6 +411,7 @@ fn a_full_tmpfs_is_no_space_not_sigbus() {
 
 #[test]
 fn a_region_larger_than_dev_shm_is_no_space_and_leaves_no_name() {
+    let _serial = common::serial();
     // SAFETY: statvfs is a plain C struct; the path is a valid C string.
     let total = unsafe {
         let mut st: libc::statvfs = std::mem::zeroed();
@@ -427,6 +438,7 @@ fn raw_memfd() -> OwnedFd {
 
 #[test]
 fn from_fd_refuses_an_unsealed_memfd() {
+    let _serial = common::serial();
     let dir = ScratchDir::new("unsealed");
     let bytes = valid_region_bytes(&dir);
     let fd = raw_memfd();
@@ -462,6 +474,7 @@ fn from_fd_refuses_an_unsealed_memfd() {
 
 #[test]
 fn a_memfd_channel_is_sealed_against_resizing() {
+    let _serial = common::serial();
     let chan = spsc::Channel::<u64>::create(Backing::memfd("sealed"), 8).unwrap();
     // SAFETY: ftruncate on a descriptor the channel keeps open.
     let rc = unsafe { libc::ftruncate(chan.fd().as_fd().as_raw_fd(), 0) };
@@ -474,6 +487,7 @@ fn a_memfd_channel_is_sealed_against_resizing() {
 
 #[test]
 fn another_user_cannot_open_a_0600_segment() {
+    let _serial = common::serial();
     if !is_root() {
         eprintln!("skipped: switching to uid 65534 needs root");
         return;
@@ -502,6 +516,7 @@ fn another_user_cannot_open_a_0600_segment() {
 
 #[test]
 fn the_file_mode_is_exactly_as_asked() {
+    let _serial = common::serial();
     use std::os::unix::fs::PermissionsExt;
     let dir = ScratchDir::new("mode");
     let path = dir.path("ring");

@@ -199,3 +199,14 @@ pub mod offsets {
     pub const ENTRY_LEN: usize = 128;
     pub const ENTRY_CLAIMING: usize = 8;
 }
+
+/// Runs the tests of one binary one at a time. A test that forks while another test's
+/// thread holds a role lock, a listener or a pipe would hand its child a copy of that
+/// descriptor, and the copy keeps the lock (or socket) alive until the child exits: the
+/// other test would then see a live peer where it expects none.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
