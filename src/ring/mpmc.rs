@@ -167,7 +167,7 @@ impl<T: Copy> Endpoint<T> {
             // Acquire: pairs with the Release store of the sequence in `dequeue` (or `free`),
             // so the consumer's read of the old value happens before our write.
             let raw = slot.seq.load(Acquire);
-            let seq = self.check_seq(pos, raw)?;
+            // The expected sequence needs no checking; any other does (below).
             if raw == pos {
                 // Record the claim before making it: if we die after the CAS, others find it.
                 mine.claiming.store(pos, Relaxed);
@@ -192,7 +192,7 @@ impl<T: Copy> Endpoint<T> {
                         backoff.spin();
                     }
                 }
-            } else if seq < pos {
+            } else if self.check_seq(pos, raw)? < pos {
                 // The slot still holds the previous lap: full, unless our position is stale.
                 let now = line.pos.load(Relaxed);
                 if now == pos {
@@ -238,8 +238,8 @@ impl<T: Copy> Endpoint<T> {
             // Acquire: pairs with the Release store of the sequence in `enqueue` (or of a
             // tombstone in `bury`), so the value is visible.
             let raw = slot.seq.load(Acquire);
-            let seq = self.check_seq(pos, raw)?;
-            if seq == pos + 1 {
+            // The expected sequence (or its tombstone) needs no checking; any other does.
+            if raw & !TOMB == pos + 1 {
                 mine.claiming.store(pos, Relaxed);
                 claimed = true;
                 // Release (of AcqRel): makes the claim record visible to `repair`.
@@ -263,7 +263,7 @@ impl<T: Copy> Endpoint<T> {
                         backoff.spin();
                     }
                 }
-            } else if seq <= pos {
+            } else if self.check_seq(pos, raw)? <= pos {
                 let now = line.pos.load(Relaxed);
                 if now != pos {
                     pos = Self::moved("dequeue position", pos, now)?;
