@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench rtt`; percentiles: `cargo run --release --example latency`.
 
+#[path = "../examples/common/affinity.rs"]
+mod affinity;
 #[path = "../examples/common/pingpong.rs"]
 mod pingpong;
 

@@ -12,23 +12,33 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+#[path = "../examples/common/affinity.rs"]
+mod affinity;
 use shmlane::{spsc, Backing};
 
 const CAPACITY: usize = 4096;
 const CHUNK: usize = 256;
 
-/// Runs `produce` and `consume` on two threads released together; the elapsed time until
-/// both are done.
+/// Runs `produce` and `consume` on two threads released together, each pinned to its own
+/// CPU where two exist (SHMLANE_PIN=0 to leave placement to the scheduler); the elapsed
+/// time until both are done.
 fn two_threads(produce: impl FnOnce() + Send, consume: impl FnOnce() + Send) -> Duration {
     let barrier = Barrier::new(2);
     thread::scope(|s| {
         let consumer = s.spawn(|| {
+            affinity::pin(1);
             barrier.wait();
             consume();
         });
-        barrier.wait();
-        let start = Instant::now();
-        produce();
+        let producer = s.spawn(|| {
+            affinity::pin(0);
+            barrier.wait();
+            let start = Instant::now();
+            produce();
+            start
+        });
+        let start = producer.join().unwrap();
         consumer.join().unwrap();
         start.elapsed()
     })

@@ -366,12 +366,15 @@ impl<T: Pod> Consumer<T> {
         if let Some(result) = self.ring.try_pop(false, &mut || false) {
             return result;
         }
-        // Empty: worth a (rate-limited) look at whether the producer died.
-        let probe = self.probe.due();
+        // Empty: worth a (rate-limited) look at whether the producer died. Otherwise, no
+        // second look at the producer's line: a busy poller would only bounce it more.
+        if !self.probe.due() {
+            return Err(TryPopError::Empty);
+        }
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);
         self.ring
-            .try_pop(probe, &mut died)
+            .try_pop(true, &mut died)
             .unwrap_or(Err(TryPopError::Empty))
     }
 

@@ -1,5 +1,7 @@
 //! The message the examples exchange, and how both sides check it.
 
+#[allow(dead_code)] // only some examples use them
+pub mod affinity;
 #[allow(dead_code)] // only the latency example uses it
 pub mod pingpong;
 

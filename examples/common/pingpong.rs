@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use shmlane::{spsc, Backing, PopError, WaitMode};
 
+use super::affinity::{pin, unpin};
+
 /// What carries the ping and the pong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -60,33 +62,6 @@ pub struct Pinger {
     link: Option<Link>,
     child: libc::pid_t,
     pinned: bool,
-}
-
-/// Pins the calling thread to `cpu` when the machine has at least two CPUs, unless
-/// SHMLANE_PIN=0.
-fn pin(cpu: usize) -> bool {
-    if std::env::var("SHMLANE_PIN").is_ok_and(|v| v == "0")
-        || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
-    {
-        return false;
-    }
-    // SAFETY: cpu_set_t is plain data; the macros and the syscall take valid pointers.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
-
-fn unpin() {
-    // SAFETY: as in `pin`, with every CPU set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for cpu in 0..libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
