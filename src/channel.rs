@@ -276,6 +276,23 @@ macro_rules! channel_methods {
 }
 pub(crate) use channel_methods;
 
+/// The `Flavor` methods that only move the shared region in and out of a channel handle.
+macro_rules! flavor_plumbing {
+    () => {
+        fn shared(&self) -> &Arc<Shared> {
+            &self.shared
+        }
+
+        fn from_shared(shared: Arc<Shared>) -> Self {
+            Channel {
+                shared,
+                _type: PhantomData,
+            }
+        }
+    };
+}
+pub(crate) use flavor_plumbing;
+
 /// A mapped, validated channel region. Shared by the channel handle and its endpoints.
 pub struct Shared {
     region: Region,

@@ -87,16 +87,7 @@ impl<T: Pod> Flavor for Channel<T> {
         crate::ring::mpmc::init(&shared.ring_mem::<MpmcSlot<T>>());
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    fn from_shared(shared: Arc<Shared>) -> Self {
-        Channel {
-            shared,
-            _type: PhantomData,
-        }
-    }
+    crate::channel::flavor_plumbing!();
 }
 
 impl<T: Pod> Channel<T> {

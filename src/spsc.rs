@@ -79,16 +79,7 @@ impl<T: Pod> Flavor for Channel<T> {
         // Zero-filled slots and counters are an empty ring.
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    fn from_shared(shared: Arc<Shared>) -> Self {
-        Channel {
-            shared,
-            _type: PhantomData,
-        }
-    }
+    crate::channel::flavor_plumbing!();
 }
 
 impl<T: Pod> Channel<T> {

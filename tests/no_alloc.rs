@@ -49,24 +49,32 @@ fn the_hot_path_allocates_nothing() {
     mpmc_push_pop_and_slices();
 }
 
+/// One round of what both flavours share: single pushes and pops (non-blocking and blocking)
+/// through a full ring and back to empty, then a slice each way.
+macro_rules! shared_round {
+    ($tx:expr, $rx:expr, $out:expr) => {{
+        for i in 0..32 {
+            $tx.try_push(i).unwrap();
+            $tx.push(i).unwrap();
+        }
+        assert!($tx.try_push(99).is_err(), "full");
+        for _ in 0..32 {
+            $rx.try_pop().unwrap();
+            $rx.pop().unwrap();
+        }
+        assert!($rx.try_pop().is_err(), "empty");
+        $tx.push_slice(&[1; 16]).unwrap();
+        assert_eq!($rx.pop_slice($out).unwrap(), 16);
+    }};
+}
+
 fn spsc_push_pop_slices_and_chunks() {
     let chan = spsc::Channel::<u64>::create(Backing::memfd("no-alloc"), 64).unwrap();
     let mut tx = chan.producer().unwrap();
     let mut rx = chan.consumer().unwrap();
     let mut out = [0u64; 16];
     let mut round = |tx: &mut spsc::Producer<u64>, rx: &mut spsc::Consumer<u64>| {
-        for i in 0..32 {
-            tx.try_push(i).unwrap();
-            tx.push(i).unwrap();
-        }
-        assert!(tx.try_push(99).is_err(), "full");
-        for _ in 0..32 {
-            rx.try_pop().unwrap();
-            rx.pop().unwrap();
-        }
-        assert!(rx.try_pop().is_err(), "empty");
-        tx.push_slice(&[1; 16]).unwrap();
-        assert_eq!(rx.pop_slice(&mut out).unwrap(), 16);
+        shared_round!(tx, rx, &mut out);
         let chunk = tx.write_chunk(8).unwrap();
         assert_eq!(chunk.fill_from_iter(0..8), 8);
         let chunk = rx.read_chunk_upto(8).unwrap();
@@ -86,18 +94,7 @@ fn mpmc_push_pop_and_slices() {
     let mut rx = chan.consumer().unwrap();
     let mut out = [0u64; 16];
     let mut round = |tx: &mut mpmc::Producer<u64>, rx: &mut mpmc::Consumer<u64>| {
-        for i in 0..32 {
-            tx.try_push(i).unwrap();
-            tx.push(i).unwrap();
-        }
-        assert!(tx.try_push(99).is_err(), "full");
-        for _ in 0..32 {
-            rx.try_pop().unwrap();
-            rx.pop().unwrap();
-        }
-        assert!(rx.try_pop().is_err(), "empty");
-        tx.push_slice(&[1; 16]).unwrap();
-        assert_eq!(rx.pop_slice(&mut out).unwrap(), 16);
+        shared_round!(tx, rx, &mut out)
     };
     round(&mut tx, &mut rx); // warm-up
     assert_eq!(
