@@ -16,7 +16,7 @@ pub fn pin(cpu: usize) -> bool {
     }
 }
 
-#[allow(dead_code)] // the rtt harness restores affinity; the spsc bench's threads just end
+#[allow(dead_code)] // the spsc bench's threads just end
 pub fn unpin() {
     // SAFETY: as in `pin`, with every CPU set.
     unsafe {

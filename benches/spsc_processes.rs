@@ -1,0 +1,170 @@
+//! Cross-process SPSC throughput: a parent sends messages of 8 B, 64 B, 1 KiB and 4 KiB to
+//! a forked child, through shmlane (memfd, per-message push/pop), a pipe, and Unix
+//! socketpairs (SOCK_STREAM and SOCK_SEQPACKET). Each side pinned to its own CPU where two
+//! exist. Criterion reports messages/s; bytes/s is that times the message size.
+//!
+//! `cargo bench --bench spsc_processes`. Each sample forks a child that receives `iters`
+//! messages, checking the sequence number in the first word of each, and exits; the time
+//! runs from the first send to the child's exit.
+
+#[path = "../examples/common/affinity.rs"]
+mod affinity;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use shmlane::{spsc, Backing};
+
+/// Forks a child that runs `receive` and exits with 0 if it returns true; returns its pid.
+fn spawn(receive: impl FnOnce() -> bool) -> libc::pid_t {
+    // SAFETY: the child only runs `receive` and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        affinity::pin(1);
+        let ok = receive();
+        // SAFETY: leave without the parent's destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    pid
+}
+
+/// Waits for the child and asserts it checked every message.
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the receiver failed"
+    );
+}
+
+fn shmlane_run<const WORDS: usize>(iters: u64) -> Duration {
+    let capacity = ((1 << 20) / (8 * WORDS as u64)).next_power_of_two().max(64);
+    let chan = spsc::Channel::<[u64; WORDS]>::builder()
+        .capacity(capacity)
+        .populate(true)
+        .create(Backing::memfd("bench"))
+        .unwrap();
+    let child = spawn(|| {
+        let mut rx = chan.consumer().unwrap();
+        (0..iters).all(|seq| rx.pop().is_ok_and(|m| m[0] == seq))
+    });
+    let mut tx = chan.producer().unwrap();
+    let start = Instant::now();
+    let mut message = [0u64; WORDS];
+    for seq in 0..iters {
+        message[0] = seq;
+        tx.push(message).unwrap();
+    }
+    reap(child);
+    start.elapsed()
+}
+
+fn pair(kind: Option<libc::c_int>) -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out-array of two ints.
+    let rc = unsafe {
+        match kind {
+            Some(kind) => libc::socketpair(
+                libc::AF_UNIX,
+                kind | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            ),
+            None => libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC),
+        }
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: fresh descriptors nobody else owns.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Reads exactly `buf.len()` bytes (a stream may split a message).
+fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of `buf`.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        got += n as usize;
+    }
+    true
+}
+
+fn write_all(fd: &OwnedFd, buf: &[u8]) {
+    let mut sent = 0;
+    while sent < buf.len() {
+        // SAFETY: writing from the unsent tail of `buf`.
+        let n = unsafe {
+            libc::write(
+                fd.as_raw_fd(),
+                buf[sent..].as_ptr().cast(),
+                buf.len() - sent,
+            )
+        };
+        assert!(n > 0, "write: {}", std::io::Error::last_os_error());
+        sent += n as usize;
+    }
+}
+
+/// A pipe (`None`) or a socketpair of `kind`, `size`-byte messages.
+fn fd_run(kind: Option<libc::c_int>, size: usize, iters: u64) -> Duration {
+    let (a, b) = pair(kind);
+    // For a pipe, a reads and b writes; a socketpair works both ways.
+    let (reader, writer) = (a, b);
+    let child = spawn(|| {
+        let mut buf = vec![0u8; size];
+        (0..iters).all(|seq| read_exact(&reader, &mut buf) && buf[..8] == seq.to_ne_bytes())
+    });
+    drop(reader);
+    let mut buf = vec![0u8; size];
+    let start = Instant::now();
+    for seq in 0..iters {
+        buf[..8].copy_from_slice(&seq.to_ne_bytes());
+        write_all(&writer, &buf);
+    }
+    reap(child);
+    start.elapsed()
+}
+
+fn spsc_processes(c: &mut Criterion) {
+    let pinned = affinity::pin(0);
+    let mut group = c.benchmark_group("spsc_processes");
+    group.throughput(Throughput::Elements(1));
+    macro_rules! sizes {
+        ($($words:literal),*) => {$(
+            let size = $words * 8;
+            group.bench_function(BenchmarkId::new("shmlane", size), |b| b.iter_custom(shmlane_run::<$words>));
+            group.bench_function(BenchmarkId::new("pipe", size), |b| b.iter_custom(|n| fd_run(None, size, n)));
+            group.bench_function(BenchmarkId::new("socketpair_stream", size), |b| {
+                b.iter_custom(|n| fd_run(Some(libc::SOCK_STREAM), size, n))
+            });
+            group.bench_function(BenchmarkId::new("socketpair_seqpacket", size), |b| {
+                b.iter_custom(|n| fd_run(Some(libc::SOCK_SEQPACKET), size, n))
+            });
+        )*};
+    }
+    sizes!(1, 8, 128, 512);
+    group.finish();
+    if pinned {
+        affinity::unpin();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = spsc_processes
+}
+criterion_main!(benches);
