@@ -403,43 +403,9 @@ pub(crate) struct Offer {
 impl Offer {
     /// Checks the offer against what the client's `C` expects.
     fn check<C: Flavor>(&self, options: &Builder<C>) -> Result<(), Error> {
-        let expected = options.expected();
-        let mismatch = |field, expected: String, found: String| {
-            Error::Incompatible(Mismatch {
-                field,
-                expected,
-                found,
-            })
-        };
-        if self.kind != expected.kind as u32 {
-            return Err(mismatch(
-                "kind",
-                (expected.kind as u32).to_string(),
-                self.kind.to_string(),
-            ));
-        }
-        if self.slot_size as usize != expected.slot_size {
-            return Err(mismatch(
-                "slot size",
-                expected.slot_size.to_string(),
-                self.slot_size.to_string(),
-            ));
-        }
-        if self.slot_align as usize != expected.slot_align {
-            return Err(mismatch(
-                "slot align",
-                expected.slot_align.to_string(),
-                self.slot_align.to_string(),
-            ));
-        }
-        if self.type_tag != expected.type_tag {
-            return Err(mismatch(
-                "type tag",
-                format!("{:#018x}", expected.type_tag),
-                format!("{:#018x}", self.type_tag),
-            ));
-        }
-        Ok(())
+        options
+            .expected()
+            .check_identity(self.kind, self.slot_size, self.slot_align, self.type_tag)
     }
 }
 

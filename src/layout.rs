@@ -318,34 +318,12 @@ impl Geometry {
                 found.version.to_string(),
             ));
         }
-        if found.kind != expected.kind as u32 {
-            return Err(mismatch(
-                "kind",
-                Kind::name(expected.kind as u32),
-                Kind::name(found.kind),
-            ));
-        }
-        if found.slot_size as usize != expected.slot_size {
-            return Err(mismatch(
-                "slot size",
-                expected.slot_size.to_string(),
-                found.slot_size.to_string(),
-            ));
-        }
-        if found.slot_align as usize != expected.slot_align {
-            return Err(mismatch(
-                "slot align",
-                expected.slot_align.to_string(),
-                found.slot_align.to_string(),
-            ));
-        }
-        if found.type_tag != expected.type_tag {
-            return Err(mismatch(
-                "type tag",
-                format!("{:#018x}", expected.type_tag),
-                format!("{:#018x}", found.type_tag),
-            ));
-        }
+        expected.check_identity(
+            found.kind,
+            found.slot_size,
+            found.slot_align,
+            found.type_tag,
+        )?;
         if found.capacity == 0 || !found.capacity.is_power_of_two() {
             return Err(mismatch(
                 "capacity",
@@ -417,6 +395,55 @@ pub(crate) struct Expected {
     pub slot_align: usize,
     pub stride: usize,
     pub type_tag: u64,
+}
+
+impl Expected {
+    /// Checks what a region (or a handoff server) says it holds against this process's `T`:
+    /// the kind of channel, the slot size and alignment, and the type tag.
+    pub(crate) fn check_identity(
+        &self,
+        kind: u32,
+        slot_size: u32,
+        slot_align: u32,
+        type_tag: u64,
+    ) -> Result<(), Error> {
+        let mismatch = |field, expected: String, found: String| {
+            Error::Incompatible(Mismatch {
+                field,
+                expected,
+                found,
+            })
+        };
+        if kind != self.kind as u32 {
+            return Err(mismatch(
+                "kind",
+                Kind::name(self.kind as u32),
+                Kind::name(kind),
+            ));
+        }
+        if slot_size as usize != self.slot_size {
+            return Err(mismatch(
+                "slot size",
+                self.slot_size.to_string(),
+                slot_size.to_string(),
+            ));
+        }
+        if slot_align as usize != self.slot_align {
+            return Err(mismatch(
+                "slot align",
+                self.slot_align.to_string(),
+                slot_align.to_string(),
+            ));
+        }
+        if type_tag != self.type_tag {
+            return Err(mismatch(
+                "type tag",
+                format!("{:#018x}", self.type_tag),
+                format!("{type_tag:#018x}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Header {

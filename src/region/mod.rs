@@ -337,7 +337,8 @@ impl Region {
                 return Err(io("fchmod", io::Error::last_os_error()));
             }
         }
-        let size = len.div_ceil(block_size(file.fd.as_fd())) * block_size(file.fd.as_fd());
+        let block = block_size(file.fd.as_fd());
+        let size = len.div_ceil(block) * block;
         let no_space = || Error::NoSpace {
             dir: backing.space_dir(),
             needed: size,
