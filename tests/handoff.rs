@@ -280,3 +280,29 @@ fn a_stale_socket_is_replaced_and_a_live_one_is_not_stolen() {
     ));
     assert_eq!(std::fs::read(&sock).unwrap(), b"data");
 }
+
+#[test]
+fn a_named_backing_can_be_served_too_if_the_client_accepts_it_unsealed() {
+    let _serial = common::serial();
+    let dir = ScratchDir::new("handoff-shm");
+    let sock = dir.path("sock");
+    let chan = spsc::Channel::<u64>::create(Backing::shm(unique("handoff-shm")), 16).unwrap();
+    let listener = Listener::bind(&sock).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..2 {
+                listener.accept(&chan).unwrap();
+            }
+        });
+        // A shm_open object cannot be sealed: refused by default...
+        assert!(matches!(
+            handoff::connect::<spsc::Channel<u64>>(&sock, WAIT),
+            Err(Error::Unsealed { .. })
+        ));
+        // ...and accepted by a client that opts in.
+        let options = spsc::Channel::<u64>::builder().allow_unsealed(true);
+        let received: spsc::Channel<u64> = handoff::connect_with(&sock, WAIT, options).unwrap();
+        chan.producer().unwrap().push(3).unwrap();
+        assert_eq!(received.consumer().unwrap().pop(), Ok(3));
+    });
+}
