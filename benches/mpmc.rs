@@ -5,6 +5,13 @@
 //! `cargo bench --bench mpmc`. Each producer pushes its share of the items and then a
 //! sentinel; consumers stop once every sentinel has been taken and the queue is empty. The
 //! time runs from the moment all parties are released to the moment the last one is done.
+//! Every party is pinned to a CPU of its own where there are enough (`SHMLANE_PIN=0`: none).
+//! Each case runs in two regimes ([`Regime`]): parties that retry at once after a miss, and
+//! parties that back off.
+
+#[path = "../examples/common/affinity.rs"]
+mod affinity;
+mod common;
 
 use std::hint::spin_loop;
 use std::sync::atomic::{
@@ -15,11 +22,20 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::Regime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shmlane::{mpmc, Backing};
 
 const CAPACITY: usize = 4096;
 const STOP: u64 = u64::MAX;
+
+/// Pins party `k` of `parties` to CPU `k` when each party can have a CPU of its own;
+/// otherwise leaves them all to the scheduler.
+fn pin_party(k: usize, parties: usize) {
+    if thread::available_parallelism().map_or(1, |n| n.get()) >= parties {
+        affinity::pin(k);
+    }
+}
 
 /// The push and pop of one queue, as the harness needs them.
 trait Queue: Sync {
@@ -31,17 +47,17 @@ trait Queue: Sync {
 }
 
 /// Runs one producer's share: `items` values, then a sentinel.
-fn produce<Q: Queue>(tx: &mut Q::Tx, items: u64) {
+fn produce<Q: Queue>(tx: &mut Q::Tx, items: u64, regime: Regime) {
     for v in (0..items).chain([STOP]) {
         while !Q::push(tx, v) {
-            spin_loop();
+            regime.miss();
         }
     }
 }
 
 /// Pops until `producers` sentinels have been taken (by anyone) and the queue is empty.
 /// Returns the number of values popped.
-fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64) -> u64 {
+fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64, regime: Regime) -> u64 {
     let mut popped = 0;
     loop {
         match Q::pop(rx) {
@@ -50,31 +66,34 @@ fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64) -> u64 {
             }
             Some(_) => popped += 1,
             None if stops.load(Acquire) == producers => return popped,
-            None => spin_loop(),
+            None => regime.miss(),
         }
     }
 }
 
-fn run_threads<Q: Queue>(queue: &Q, pairs: usize, iters: u64) -> Duration {
+fn run_threads<Q: Queue>(queue: &Q, pairs: usize, regime: Regime, iters: u64) -> Duration {
     let (txs, rxs) = queue.ends(pairs, pairs);
     let stops = AtomicU64::new(0);
     let barrier = Barrier::new(2 * pairs + 1);
     let share = iters / pairs as u64;
     thread::scope(|s| {
-        for mut tx in txs {
+        for (k, mut tx) in txs.into_iter().enumerate() {
             let barrier = &barrier;
             s.spawn(move || {
+                pin_party(k, 2 * pairs);
                 barrier.wait();
-                produce::<Q>(&mut tx, share);
+                produce::<Q>(&mut tx, share, regime);
             });
         }
         let consumers: Vec<_> = rxs
             .into_iter()
-            .map(|mut rx| {
+            .enumerate()
+            .map(|(k, mut rx)| {
                 let (barrier, stops) = (&barrier, &stops);
                 s.spawn(move || {
+                    pin_party(pairs + k, 2 * pairs);
                     barrier.wait();
-                    consume::<Q>(&mut rx, stops, pairs as u64)
+                    consume::<Q>(&mut rx, stops, pairs as u64, regime)
                 })
             })
             .collect();
@@ -152,7 +171,7 @@ impl Queue for Channel {
 }
 
 /// `pairs` producer and `pairs` consumer processes on one shmlane channel.
-fn run_processes(pairs: usize, iters: u64) -> Duration {
+fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
     let chan = Shmlane::new();
     // Start line and sentinel count, shared with the children.
     // SAFETY: an anonymous shared mapping of one page, checked below.
@@ -179,13 +198,14 @@ fn run_processes(pairs: usize, iters: u64) -> Duration {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
+            pin_party(role, 2 * pairs);
             let code = if role < pairs {
                 let mut tx = chan.0.producer().unwrap();
                 ready.fetch_add(1, Release);
                 while go.load(Acquire) == 0 {
                     spin_loop();
                 }
-                produce::<Shmlane>(&mut tx, share);
+                produce::<Shmlane>(&mut tx, share, regime);
                 0
             } else {
                 let mut rx = chan.0.consumer().unwrap();
@@ -194,7 +214,7 @@ fn run_processes(pairs: usize, iters: u64) -> Duration {
                     spin_loop();
                 }
                 // Each consumer's count goes back through the exit status, modulo 256.
-                (consume::<Shmlane>(&mut rx, stops, pairs as u64) % 256) as i32
+                (consume::<Shmlane>(&mut rx, stops, pairs as u64, regime) % 256) as i32
             };
             // SAFETY: leave without the parent's destructors.
             unsafe { libc::_exit(code) };
@@ -229,22 +249,25 @@ fn run_processes(pairs: usize, iters: u64) -> Duration {
 
 fn mpmc(c: &mut Criterion) {
     for pairs in [1, 2] {
-        let mut group = c.benchmark_group(format!("mpmc/{pairs}p{pairs}c"));
-        group.throughput(Throughput::Elements(1));
-        group.bench_function(BenchmarkId::new("shmlane", "threads"), |b| {
-            b.iter_custom(|iters| run_threads(&Shmlane::new(), pairs, iters.max(pairs as u64)))
-        });
-        group.bench_function(BenchmarkId::new("shmlane", "processes"), |b| {
-            b.iter_custom(|iters| run_processes(pairs, iters.max(pairs as u64)))
-        });
-        group.bench_function(BenchmarkId::new("crossbeam_array_queue", "threads"), |b| {
-            b.iter_custom(|iters| run_threads(&ArrayQueue, pairs, iters.max(pairs as u64)))
-        });
-        group.bench_function(
-            BenchmarkId::new("crossbeam_channel_bounded", "threads"),
-            |b| b.iter_custom(|iters| run_threads(&Channel, pairs, iters.max(pairs as u64))),
-        );
-        group.finish();
+        for regime in Regime::ALL {
+            let mut group = c.benchmark_group(format!("mpmc/{pairs}p{pairs}c/{}", regime.name()));
+            group.throughput(Throughput::Elements(1));
+            let n = |iters: u64| iters.max(pairs as u64);
+            group.bench_function(BenchmarkId::new("shmlane", "threads"), |b| {
+                b.iter_custom(|iters| run_threads(&Shmlane::new(), pairs, regime, n(iters)))
+            });
+            group.bench_function(BenchmarkId::new("shmlane", "processes"), |b| {
+                b.iter_custom(|iters| run_processes(pairs, regime, n(iters)))
+            });
+            group.bench_function(BenchmarkId::new("crossbeam_array_queue", "threads"), |b| {
+                b.iter_custom(|iters| run_threads(&ArrayQueue, pairs, regime, n(iters)))
+            });
+            group.bench_function(
+                BenchmarkId::new("crossbeam_channel_bounded", "threads"),
+                |b| b.iter_custom(|iters| run_threads(&Channel, pairs, regime, n(iters))),
+            );
+            group.finish();
+        }
     }
 }
 

@@ -127,6 +127,7 @@ impl<S> RingMem<S> {
     }
 
     /// The registry's entries (MPMC; empty for SPSC).
+    #[inline(always)]
     pub(crate) fn registry(&self) -> &[Entry] {
         // SAFETY: from_raw's contract: `registry_len` live entries (atomics only, so shared
         // references are sound whatever peers do).

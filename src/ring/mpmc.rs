@@ -80,6 +80,8 @@ impl<T: Copy> Endpoint<T> {
         alive: &mut impl FnMut(usize) -> bool,
     ) -> Self {
         debug_assert!(role == entry_state::PRODUCER || role == entry_state::CONSUMER);
+        // Bounds-checked here, once: `my_entry` relies on it.
+        let _ = &mem.registry()[entry];
         let endpoint = Endpoint { mem, entry, role };
         let mine = endpoint.my_entry();
         // Acquire: pairs with the Release store of the state by the previous holder.
@@ -108,8 +110,11 @@ impl<T: Copy> Endpoint<T> {
         wait::notify(self.mem.consumer_line());
     }
 
+    #[inline(always)]
     fn my_entry(&self) -> &Entry {
-        &self.mem.registry()[self.entry]
+        // SAFETY: `register` checked `entry` against the registry's length, which is a
+        // process-local copy that never changes.
+        unsafe { self.mem.registry().get_unchecked(self.entry) }
     }
 
     pub(crate) fn mem(&self) -> &Mem<T> {
@@ -192,7 +197,9 @@ impl<T: Copy> Endpoint<T> {
                         backoff.spin();
                     }
                 }
-            } else if self.check_seq(pos, raw)? < pos {
+            } else if raw.wrapping_add(self.mem.capacity()) == pos + 1
+                || self.check_seq(pos, raw)? < pos
+            {
                 // The slot still holds the previous lap: full, unless our position is stale.
                 let now = line.pos.load(Relaxed);
                 if now == pos {
@@ -263,7 +270,7 @@ impl<T: Copy> Endpoint<T> {
                         backoff.spin();
                     }
                 }
-            } else if self.check_seq(pos, raw)? <= pos {
+            } else if raw == pos || self.check_seq(pos, raw)? <= pos {
                 let now = line.pos.load(Relaxed);
                 if now != pos {
                     pos = Self::moved("dequeue position", pos, now)?;

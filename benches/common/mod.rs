@@ -1,0 +1,42 @@
+//! What the benches share: how a party waits when it misses (ring full or empty).
+
+use std::hint::spin_loop;
+
+/// Pause hints a backing-off party spends on a miss: a few microseconds on current x86, so
+/// the other side gets ahead and items move in batches.
+const BACKOFF_PAUSES: u32 = 64;
+
+/// How a producer that finds the ring full, or a consumer that finds it empty, waits before
+/// trying again. Throughput swings several times between the two, on every queue: a consumer
+/// that chases the producer takes each item's cache line as it is written; one that backs off
+/// finds many items at once.
+#[derive(Clone, Copy, Debug)]
+pub enum Regime {
+    /// One pause hint, then try again.
+    Chase,
+    /// [`BACKOFF_PAUSES`] pause hints, then try again.
+    Backoff,
+}
+
+impl Regime {
+    pub const ALL: [Regime; 2] = [Regime::Chase, Regime::Backoff];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Regime::Chase => "chase",
+            Regime::Backoff => "backoff",
+        }
+    }
+
+    /// Waits after a miss, as this regime does.
+    #[inline]
+    pub fn miss(self) {
+        let pauses = match self {
+            Regime::Chase => 1,
+            Regime::Backoff => BACKOFF_PAUSES,
+        };
+        for _ in 0..pauses {
+            spin_loop();
+        }
+    }
+}
