@@ -158,17 +158,37 @@ impl<T> RingMem<Slot<T>> {
     #[cfg(not(shmlane_loom))]
     #[inline(always)]
     pub(crate) fn slot_ptr(&self, pos: u64) -> *mut T {
-        self.slot(pos).with_mut(|p| p)
+        let index = (pos & (self.capacity - 1)) as usize;
+        // Derived from the array's base pointer, not from a reference to one slot, so that
+        // runs of slots read or written through it stay within its provenance. The cast is
+        // sound: `Slot<T>` is a `repr(transparent)` cell around `T`.
+        // SAFETY: index < capacity, and from_raw guarantees `capacity` live slots.
+        unsafe { self.slots.as_ptr().add(index).cast::<T>() }
     }
 }
 
 /// Heap storage for a ring: what loom, miri and unit tests run the real ring code on.
+/// Holds raw pointers from `Box::into_raw`, not boxes: moving a `Box` asserts unique access
+/// to its contents, which would invalidate the pointers the endpoints share (miri's
+/// Stacked Borrows finds exactly that).
 #[cfg(any(test, shmlane_loom))]
 pub(crate) struct HeapRing<S> {
-    // Owned only to be freed with the ring: reached through RingMem's pointers.
-    _header: Box<Header>,
-    _registry: Box<[Entry]>,
-    _slots: Box<[S]>,
+    header: NonNull<Header>,
+    registry: NonNull<[Entry]>,
+    slots: NonNull<[S]>,
+}
+
+#[cfg(any(test, shmlane_loom))]
+impl<S> Drop for HeapRing<S> {
+    fn drop(&mut self) {
+        // SAFETY: the three pointers came from `Box::into_raw` in `RingMem::heap`, and this
+        // owner is dropped once, after every RingMem (which hold an Arc of it) is gone.
+        unsafe {
+            drop(Box::from_raw(self.header.as_ptr()));
+            drop(Box::from_raw(self.registry.as_ptr()));
+            drop(Box::from_raw(self.slots.as_ptr()));
+        }
+    }
 }
 
 // SAFETY: the header and registry hold only atomics and plain data; slots are reached only
@@ -189,18 +209,17 @@ impl<S: Send + 'static> RingMem<S> {
         let header = Box::new(Header::new_heap(geometry.config()));
         let registry: Box<[Entry]> = (0..geometry.registry_len).map(|_| Entry::new()).collect();
         let slots: Box<[S]> = (0..geometry.capacity).map(slot).collect();
-        let header_ptr = NonNull::from(&*header);
-        let registry_ptr =
-            NonNull::new(registry.as_ptr() as *mut Entry).expect("a box is non-null");
-        let slots_ptr = NonNull::new(slots.as_ptr() as *mut S).expect("a box is non-null");
         let (registry_len, capacity) = (registry.len(), geometry.capacity);
-        let owner = Arc::new(HeapRing {
-            _header: header,
-            _registry: registry,
-            _slots: slots,
-        });
-        // SAFETY: every pointer points into a box owned by `owner`; moving a Box does not move
-        // its heap allocation; the lengths are the boxes' lengths.
+        let owner = HeapRing {
+            header: NonNull::from(Box::leak(header)),
+            registry: NonNull::from(Box::leak(registry)),
+            slots: NonNull::from(Box::leak(slots)),
+        };
+        let (header_ptr, registry_ptr, slots_ptr) =
+            (owner.header, owner.registry.cast(), owner.slots.cast());
+        let owner = Arc::new(owner);
+        // SAFETY: every pointer points into an allocation that `owner` frees only when the
+        // last RingMem is gone; the lengths are the allocations' lengths.
         unsafe {
             RingMem::from_raw(
                 header_ptr,
