@@ -42,6 +42,16 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// The smallest capacity the kind's algorithm works with. MPMC needs two slots: with
+    /// one, the sequence that says "published at position p" equals "free for position
+    /// p + 1", and a push would overwrite an unread item.
+    fn min_capacity(self) -> u64 {
+        match self {
+            Kind::Spsc => 1,
+            Kind::Mpmc => 2,
+        }
+    }
+
     fn name(raw: u32) -> String {
         match raw {
             1 => "SPSC".into(),
@@ -229,9 +239,10 @@ impl Geometry {
         type_tag: u64,
         registry_len: u32,
     ) -> Result<Geometry, Error> {
-        if capacity == 0 || !capacity.is_power_of_two() {
+        if capacity < kind.min_capacity() || !capacity.is_power_of_two() {
             return Err(Error::InvalidArgument(format!(
-                "capacity must be a power of two and at least 1, got {capacity}"
+                "capacity must be a power of two and at least {}, got {capacity}",
+                kind.min_capacity()
             )));
         }
         if slot_align > 4096 {
@@ -324,10 +335,10 @@ impl Geometry {
             found.slot_align,
             found.type_tag,
         )?;
-        if found.capacity == 0 || !found.capacity.is_power_of_two() {
+        if found.capacity < expected.kind.min_capacity() || !found.capacity.is_power_of_two() {
             return Err(mismatch(
                 "capacity",
-                "a power of two".into(),
+                format!("a power of two, at least {}", expected.kind.min_capacity()),
                 found.capacity.to_string(),
             ));
         }
@@ -526,6 +537,12 @@ mod tests {
         assert!(matches!(
             Geometry::new(Kind::Spsc, 1 << 62, 8, 8, 8, 7, 0),
             Err(Error::InvalidArgument(_))
+        ));
+        // One slot works for SPSC, not for MPMC (found by the mpmc_ops fuzz target).
+        assert!(Geometry::new(Kind::Spsc, 1, 8, 8, 8, 7, 0).is_ok());
+        assert!(matches!(
+            Geometry::new(Kind::Mpmc, 1, 8, 8, 16, 7, 1),
+            Err(Error::InvalidArgument(m)) if m.contains("at least 2")
         ));
     }
 
