@@ -163,7 +163,10 @@ impl<T: Copy> Endpoint<T> {
     pub(crate) fn enqueue(&self, value: T) -> Result<bool, Corruption> {
         let line = self.mem.producer_line();
         let mine = self.my_entry();
-        let mut pos = line.pos.load(Relaxed);
+        // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
+        // moved the position, so the slot's sequence read next is no older than the one
+        // they saw; the lap check below relies on it (found by miri's weak memory).
+        let mut pos = line.pos.load(Acquire);
         let mut claimed = false;
         // Spins a little longer after each lost CAS, so contenders spread out (as crossbeam).
         let backoff = Backoff::new();
@@ -181,7 +184,7 @@ impl<T: Copy> Endpoint<T> {
                 // new position (`repair`).
                 match line
                     .pos
-                    .compare_exchange_weak(pos, pos + 1, AcqRel, Relaxed)
+                    .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
                 {
                     Ok(_) => {
                         // SAFETY: the CAS gave us position `pos`; its slot is free (sequence
@@ -201,7 +204,7 @@ impl<T: Copy> Endpoint<T> {
                 || self.check_seq(pos, raw)? < pos
             {
                 // The slot still holds the previous lap: full, unless our position is stale.
-                let now = line.pos.load(Relaxed);
+                let now = line.pos.load(Acquire);
                 if now == pos {
                     break Ok(false);
                 }
@@ -209,7 +212,7 @@ impl<T: Copy> Endpoint<T> {
             } else {
                 // Someone claimed this position already: catch up. A slot cannot be ahead of
                 // a position that has not moved.
-                let now = line.pos.load(Relaxed);
+                let now = line.pos.load(Acquire);
                 if now == pos {
                     return Err(Corruption {
                         counter: "slot sequence",
@@ -236,7 +239,10 @@ impl<T: Copy> Endpoint<T> {
         let line = self.mem.consumer_line();
         let mine = self.my_entry();
         let capacity = self.mem.capacity();
-        let mut pos = line.pos.load(Relaxed);
+        // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
+        // moved the position, so the slot's sequence read next is no older than the one
+        // they saw; the lap check below relies on it (found by miri's weak memory).
+        let mut pos = line.pos.load(Acquire);
         let mut claimed = false;
         // Spins a little longer after each lost CAS, so contenders spread out (as crossbeam).
         let backoff = Backoff::new();
@@ -252,7 +258,7 @@ impl<T: Copy> Endpoint<T> {
                 // Release (of AcqRel): makes the claim record visible to `repair`.
                 match line
                     .pos
-                    .compare_exchange_weak(pos, pos + 1, AcqRel, Relaxed)
+                    .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
                 {
                     Ok(_) => {
                         let value = (raw & TOMB == 0).then(|| {
@@ -271,7 +277,7 @@ impl<T: Copy> Endpoint<T> {
                     }
                 }
             } else if raw == pos || self.check_seq(pos, raw)? <= pos {
-                let now = line.pos.load(Relaxed);
+                let now = line.pos.load(Acquire);
                 if now != pos {
                     pos = Self::moved("dequeue position", pos, now)?;
                     continue;
@@ -284,7 +290,7 @@ impl<T: Copy> Endpoint<T> {
                     Dequeued::Empty
                 });
             } else {
-                let now = line.pos.load(Relaxed);
+                let now = line.pos.load(Acquire);
                 if now == pos {
                     return Err(Corruption {
                         counter: "slot sequence",
@@ -654,5 +660,64 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Two producer and two consumer threads: every item taken exactly once, each producer's
+    /// items in order as each consumer sees them, `Disconnected` once the producers closed
+    /// and the ring is drained. Small enough for miri.
+    #[test]
+    fn threads_take_every_item_exactly_once_and_in_order_per_producer() {
+        const PER_PRODUCER: u64 = if cfg!(miri) { 60 } else { 50_000 };
+        let mem = heap::<u64>(4, 4);
+        let endpoint = |entry, role| Endpoint::register(mem.clone(), entry, role, &mut |_| true);
+        let producers = [0, 1].map(|i| endpoint(i, entry_state::PRODUCER));
+        let consumers = [2, 3].map(|i| endpoint(i, entry_state::CONSUMER));
+        let taken: Vec<Vec<u64>> = std::thread::scope(|s| {
+            for (id, p) in producers.into_iter().enumerate() {
+                s.spawn(move || {
+                    for seq in 0..PER_PRODUCER {
+                        let item = (id as u64) << 32 | seq;
+                        p.push_until(item, WaitMode::Adaptive, None, &mut |_| true)
+                            .unwrap();
+                    }
+                    p.unregister();
+                });
+            }
+            let handles: Vec<_> = consumers
+                .into_iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        let mut got = Vec::new();
+                        loop {
+                            match c.pop_until(WaitMode::Adaptive, None, &mut |_| true) {
+                                Ok(item) => got.push(item),
+                                Err(PopError::Disconnected) => return got,
+                                Err(e) => panic!("unexpected {e:?}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for got in &taken {
+            for id in 0..2u64 {
+                let seqs: Vec<u64> = got
+                    .iter()
+                    .filter(|&&v| v >> 32 == id)
+                    .map(|&v| v & 0xffff_ffff)
+                    .collect();
+                assert!(
+                    seqs.windows(2).all(|w| w[0] < w[1]),
+                    "producer {id} out of order"
+                );
+            }
+        }
+        let mut all: Vec<u64> = taken.concat();
+        all.sort_unstable();
+        let expected: Vec<u64> = (0..2u64)
+            .flat_map(|id| (0..PER_PRODUCER).map(move |seq| id << 32 | seq))
+            .collect();
+        assert_eq!(all, expected, "an item lost or taken twice");
     }
 }
