@@ -217,7 +217,9 @@ impl<T: Pod> Producer<T> {
         if self.consumer_gone(Some(false)) {
             return Err(ChunkError::Disconnected);
         }
-        let free = self.ring.free(min).map_err(ChunkError::Corrupt)?;
+        // Asks for `max` (at least one), so a cached count short of it is refreshed: "as many
+        // as are free".
+        let free = self.ring.free(max.max(1)).map_err(ChunkError::Corrupt)?;
         if free < min || min > max {
             if self.consumer_gone(None) {
                 return Err(ChunkError::Disconnected);
@@ -428,9 +430,12 @@ impl<T: Pod> Consumer<T> {
     }
 
     fn view(&mut self, min: usize, max: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
-        let mut ready = self.ring.available(min).map_err(ChunkError::Corrupt)?;
+        // Asks for `max` (at least one), so a cached count short of it is refreshed: "as many
+        // as are ready", and never "none" from a stale cache when items wait.
+        let want = max.max(1);
+        let mut ready = self.ring.available(want).map_err(ChunkError::Corrupt)?;
         if ready < min.max(1) && self.producer_gone(None) {
-            ready = self.ring.available(min).map_err(ChunkError::Corrupt)?;
+            ready = self.ring.available(want).map_err(ChunkError::Corrupt)?;
             if ready == 0 {
                 return Err(ChunkError::Disconnected);
             }
