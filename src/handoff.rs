@@ -339,6 +339,15 @@ pub fn connect_abstract<C: Flavor>(name: &str, timeout: Duration) -> Result<C, E
     receive(stream, timeout, Builder::new(), &what)
 }
 
+/// The client's half of the handshake on a stream already connected: what [`connect`] runs
+/// once connected. Hidden, not part of the API: the fuzz targets feed it arbitrary server
+/// bytes through a socketpair.
+#[doc(hidden)]
+#[allow(private_bounds)]
+pub fn receive_from<C: Flavor>(stream: UnixStream, timeout: Duration) -> Result<C, Error> {
+    receive(stream, timeout, Builder::new(), "the fuzzed server")
+}
+
 fn receive<C: Flavor>(
     mut stream: UnixStream,
     timeout: Duration,
