@@ -23,6 +23,7 @@ fi
 cargo +nightly fuzz build -O
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
+    rm -rf "artifacts/$target"
     echo "== $target: ${seconds}s"
     cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -max_len=4096 -print_final_stats=1 2>&1 |
