@@ -47,16 +47,14 @@ impl Input<'_> {
     }
 }
 
-/// A fresh path in this process's scratch directory under /dev/shm.
+/// A fresh path under /dev/shm, unique to this process and call (removed by [`Scratch`]).
 fn scratch_path() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = DIR.get_or_init(|| {
-        let dir = PathBuf::from(format!("/dev/shm/shmlane-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the scratch directory in /dev/shm");
-        dir
-    });
-    dir.join(NEXT.fetch_add(1, Relaxed).to_string())
+    PathBuf::from(format!(
+        "/dev/shm/shmlane-fuzz-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Relaxed)
+    ))
 }
 
 /// Removes the file at `path` when dropped, however the check ends.
