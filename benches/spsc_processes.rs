@@ -6,6 +6,11 @@
 //! `cargo bench --bench spsc_processes`. Each sample forks a child that receives `iters`
 //! messages, checking the sequence number in the first word of each, and exits; the time
 //! runs from the first send to the child's exit.
+//!
+//! 4 KiB messages also go through shmlane's chunks (written and read in place, one
+//! publication per chunk) beside a minimal hand-written ring in a shared mapping (two
+//! cache-padded counters, one publication per message): the bar for moving bytes between
+//! the cores' caches. Both receivers copy every message out, so every byte crosses.
 
 #[path = "../examples/common/affinity.rs"]
 mod affinity;
@@ -61,6 +66,133 @@ fn shmlane_run<const WORDS: usize>(iters: u64) -> Duration {
     }
     reap(child);
     start.elapsed()
+}
+
+/// 4 KiB messages: the words of one.
+const BIG: usize = 512;
+/// Slots of 4 KiB in the rings of the 4 KiB chunk cases (256 KiB: fits in L2).
+const BIG_SLOTS: u64 = 64;
+/// Messages per chunk, at most.
+const BIG_CHUNK: usize = 16;
+
+/// Copies a received 4 KiB message out (so all of it crosses between caches) and checks its
+/// sequence number.
+fn take(message: &[u64; BIG], into: &mut [u64; BIG], seq: u64) -> bool {
+    *into = *message;
+    into[0] == seq
+}
+
+fn shmlane_chunks_4k(iters: u64) -> Duration {
+    let chan = spsc::Channel::<[u64; BIG]>::builder()
+        .capacity(BIG_SLOTS)
+        .populate(true)
+        .create(Backing::memfd("bench"))
+        .unwrap();
+    let child = spawn(|| {
+        let mut rx = chan.consumer().unwrap();
+        let mut out = [0u64; BIG];
+        let mut seq = 0;
+        while seq < iters {
+            let Ok(chunk) = rx.read_chunk_upto(BIG_CHUNK) else {
+                std::hint::spin_loop();
+                continue;
+            };
+            let (a, b) = chunk.as_slices();
+            for message in a.iter().chain(b) {
+                if !take(message, &mut out, seq) {
+                    return false;
+                }
+                seq += 1;
+            }
+            let n = chunk.len();
+            chunk.release(n);
+        }
+        true
+    });
+    let mut tx = chan.producer().unwrap();
+    let source = [7u64; BIG];
+    let start = Instant::now();
+    let mut seq = 0;
+    while seq < iters {
+        let want = (iters - seq).min(BIG_CHUNK as u64) as usize;
+        let Ok(mut chunk) = tx.write_chunk_upto(want) else {
+            std::hint::spin_loop();
+            continue;
+        };
+        let (a, b) = chunk.as_mut_slices();
+        let n = a.len() + b.len();
+        for slot in a.iter_mut().chain(b.iter_mut()) {
+            // In place: the message is built in the slot, word 0 last.
+            let message = slot.write(source);
+            message[0] = seq;
+            seq += 1;
+        }
+        // SAFETY: every reserved slot was just written.
+        unsafe { chunk.commit(n) };
+    }
+    reap(child);
+    start.elapsed()
+}
+
+/// The hand-written ring's shared memory: two counters, each on its own cache lines, then
+/// the slots.
+#[repr(C)]
+struct HandRing {
+    tail: crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>,
+    head: crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>,
+    slots: [std::cell::UnsafeCell<[u64; BIG]>; BIG_SLOTS as usize],
+}
+
+fn hand_ring_4k(iters: u64) -> Duration {
+    use std::sync::atomic::Ordering::{Acquire, Release};
+    let len = std::mem::size_of::<HandRing>();
+    // SAFETY: a fresh shared anonymous mapping (zeroed: counters 0), unmapped at the end.
+    let ring = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        &*(p as *const HandRing)
+    };
+    let child = spawn(|| {
+        let mut out = [0u64; BIG];
+        for seq in 0..iters {
+            while ring.tail.load(Acquire) == seq {
+                std::hint::spin_loop();
+            }
+            // SAFETY: the producer published this slot (tail > seq) and leaves it alone until
+            // head passes it.
+            let message = unsafe { &*ring.slots[(seq % BIG_SLOTS) as usize].get() };
+            if !take(message, &mut out, seq) {
+                return false;
+            }
+            ring.head.store(seq + 1, Release);
+        }
+        true
+    });
+    let source = [7u64; BIG];
+    let start = Instant::now();
+    for seq in 0..iters {
+        while seq - ring.head.load(Acquire) == BIG_SLOTS {
+            std::hint::spin_loop();
+        }
+        // SAFETY: the slot is free (head > seq - BIG_SLOTS); the consumer reads it only after
+        // the tail below covers it.
+        let slot = unsafe { &mut *ring.slots[(seq % BIG_SLOTS) as usize].get() };
+        *slot = source;
+        slot[0] = seq;
+        ring.tail.store(seq + 1, Release);
+    }
+    reap(child);
+    let elapsed = start.elapsed();
+    // SAFETY: the child is gone; nothing else maps it.
+    unsafe { libc::munmap(ring as *const HandRing as *mut libc::c_void, len) };
+    elapsed
 }
 
 fn pair(kind: Option<libc::c_int>) -> (OwnedFd, OwnedFd) {
@@ -156,6 +288,12 @@ fn spsc_processes(c: &mut Criterion) {
         )*};
     }
     sizes!(1, 8, 128, 512);
+    group.bench_function(BenchmarkId::new("shmlane_chunks", BIG * 8), |b| {
+        b.iter_custom(shmlane_chunks_4k)
+    });
+    group.bench_function(BenchmarkId::new("hand_ring", BIG * 8), |b| {
+        b.iter_custom(hand_ring_4k)
+    });
     group.finish();
     if pinned {
         affinity::unpin();

@@ -1,28 +1,61 @@
-//! In-process SPSC throughput: a producer thread and a consumer thread move u64 items
-//! through a ring of capacity 4096. shmlane (memfd-backed) beside rtrb, crossbeam's
-//! ArrayQueue and std's sync_channel, one item at a time and in chunks of 256.
+//! In-process SPSC throughput: a producer thread and a consumer thread move items through a
+//! ring of capacity 4096: shmlane (memfd-backed) beside rtrb, crossbeam's ArrayQueue and
+//! std's sync_channel. u64 items one at a time (in both regimes, see [`Regime`]) and in
+//! chunks of 256; 64-byte and 1 KiB structs one at a time.
 //!
-//! `cargo bench --bench spsc`. Each sample moves `iters` items; the time is from the moment
-//! both threads are released to the moment the consumer has seen the last item. Every
-//! consumer checks that items arrive in order.
+//! `cargo bench --bench spsc_threads`. Each sample moves `iters` items; the time is from the
+//! moment both threads are released to the moment the consumer has seen the last item.
+//! Every consumer checks that items arrive in order. Each thread is pinned to its own CPU
+//! where two exist (`SHMLANE_PIN=0`: left to the scheduler).
 
-use std::hint::{black_box, spin_loop};
+use std::hint::spin_loop;
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 
 #[path = "../examples/common/affinity.rs"]
 mod affinity;
+mod common;
+use common::Regime;
+use criterion::measurement::WallTime;
 use shmlane::{spsc, Backing};
 
 const CAPACITY: usize = 4096;
 const CHUNK: usize = 256;
 
+/// An item: plain data whose first word carries its sequence number.
+trait Item: bytemuck::Pod + Send {
+    fn numbered(seq: u64) -> Self;
+    fn seq(&self) -> u64;
+}
+
+impl Item for u64 {
+    fn numbered(seq: u64) -> Self {
+        seq
+    }
+    fn seq(&self) -> u64 {
+        *self
+    }
+}
+
+impl<const WORDS: usize> Item for [u64; WORDS]
+where
+    [u64; WORDS]: bytemuck::Pod,
+{
+    fn numbered(seq: u64) -> Self {
+        let mut item = [0; WORDS];
+        item[0] = seq;
+        item
+    }
+    fn seq(&self) -> u64 {
+        self[0]
+    }
+}
+
 /// Runs `produce` and `consume` on two threads released together, each pinned to its own
-/// CPU where two exist (SHMLANE_PIN=0 to leave placement to the scheduler); the elapsed
-/// time until both are done.
+/// CPU where two exist; the elapsed time until both are done.
 fn two_threads(produce: impl FnOnce() + Send, consume: impl FnOnce() + Send) -> Duration {
     let barrier = Barrier::new(2);
     thread::scope(|s| {
@@ -44,13 +77,41 @@ fn two_threads(produce: impl FnOnce() + Send, consume: impl FnOnce() + Send) -> 
     })
 }
 
-fn expect(value: u64, next: &mut u64) {
-    assert_eq!(value, *next, "out of order");
-    *next += 1;
+/// One item at a time through a queue given as its non-blocking push and pop, waiting as
+/// `regime` says after a miss.
+fn per_item<I: Item, Tx: Send, Rx: Send>(
+    (mut tx, mut rx): (Tx, Rx),
+    push: fn(&mut Tx, I) -> bool,
+    pop: fn(&mut Rx) -> Option<I>,
+    regime: Regime,
+    iters: u64,
+) -> Duration {
+    two_threads(
+        move || {
+            for seq in 0..iters {
+                let item = I::numbered(seq);
+                while !push(&mut tx, item) {
+                    regime.miss();
+                }
+            }
+        },
+        move || {
+            let mut next = 0;
+            while next < iters {
+                match pop(&mut rx) {
+                    Some(item) => {
+                        assert_eq!(item.seq(), next, "out of order");
+                        next += 1;
+                    }
+                    None => regime.miss(),
+                }
+            }
+        },
+    )
 }
 
-fn shmlane_pair() -> (spsc::Producer<u64>, spsc::Consumer<u64>) {
-    let chan = spsc::Channel::<u64>::builder()
+fn shmlane_pair<I: Item>() -> (spsc::Producer<I>, spsc::Consumer<I>) {
+    let chan = spsc::Channel::<I>::builder()
         .capacity(CAPACITY as u64)
         .populate(true)
         .create(Backing::memfd("bench"))
@@ -58,105 +119,60 @@ fn shmlane_pair() -> (spsc::Producer<u64>, spsc::Consumer<u64>) {
     (chan.producer().unwrap(), chan.consumer().unwrap())
 }
 
-fn per_item(c: &mut Criterion) {
-    let mut group = c.benchmark_group("spsc_threads/u64");
-    group.throughput(Throughput::Elements(1));
-
-    group.bench_function("shmlane/per_item", |b| {
+/// shmlane, rtrb, ArrayQueue and sync_channel, one `I` at a time.
+fn per_item_cases<I: Item>(group: &mut BenchmarkGroup<'_, WallTime>, regime: Regime) {
+    group.bench_function("shmlane", |b| {
         b.iter_custom(|iters| {
-            let (mut tx, mut rx) = shmlane_pair();
-            two_threads(
-                move || {
-                    for i in 0..iters {
-                        while tx.try_push(i).is_err() {
-                            spin_loop();
-                        }
-                    }
-                },
-                move || {
-                    let mut next = 0;
-                    while next < iters {
-                        match rx.try_pop() {
-                            Ok(v) => expect(v, &mut next),
-                            Err(_) => spin_loop(),
-                        }
-                    }
-                },
+            per_item(
+                shmlane_pair::<I>(),
+                |tx, v| tx.try_push(v).is_ok(),
+                |rx| rx.try_pop().ok(),
+                regime,
+                iters,
             )
         })
     });
-
-    group.bench_function("rtrb/per_item", |b| {
+    group.bench_function("rtrb", |b| {
         b.iter_custom(|iters| {
-            let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
-            two_threads(
-                move || {
-                    for i in 0..iters {
-                        while tx.push(i).is_err() {
-                            spin_loop();
-                        }
-                    }
-                },
-                move || {
-                    let mut next = 0;
-                    while next < iters {
-                        match rx.pop() {
-                            Ok(v) => expect(v, &mut next),
-                            Err(_) => spin_loop(),
-                        }
-                    }
-                },
+            per_item(
+                rtrb::RingBuffer::<I>::new(CAPACITY),
+                |tx, v| tx.push(v).is_ok(),
+                |rx| rx.pop().ok(),
+                regime,
+                iters,
             )
         })
     });
-
-    group.bench_function("crossbeam_array_queue/per_item", |b| {
+    group.bench_function("crossbeam_array_queue", |b| {
         b.iter_custom(|iters| {
-            let queue = crossbeam_queue::ArrayQueue::<u64>::new(CAPACITY);
-            let queue = &queue;
-            two_threads(
-                move || {
-                    for i in 0..iters {
-                        while queue.push(i).is_err() {
-                            spin_loop();
-                        }
-                    }
-                },
-                move || {
-                    let mut next = 0;
-                    while next < iters {
-                        match queue.pop() {
-                            Some(v) => expect(v, &mut next),
-                            None => spin_loop(),
-                        }
-                    }
-                },
+            let queue = std::sync::Arc::new(crossbeam_queue::ArrayQueue::<I>::new(CAPACITY));
+            per_item(
+                (queue.clone(), queue),
+                |q, v| q.push(v).is_ok(),
+                |q| q.pop(),
+                regime,
+                iters,
             )
         })
     });
-
-    group.bench_function("std_sync_channel/per_item", |b| {
+    group.bench_function("std_sync_channel", |b| {
         b.iter_custom(|iters| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<u64>(CAPACITY);
-            two_threads(
-                move || {
-                    for i in 0..iters {
-                        tx.send(i).unwrap();
-                    }
-                },
-                move || {
-                    let mut next = 0;
-                    while next < iters {
-                        expect(rx.recv().unwrap(), &mut next);
-                    }
-                },
+            // Blocking calls: the channel waits its own way, whatever the regime.
+            per_item(
+                std::sync::mpsc::sync_channel::<I>(CAPACITY),
+                |tx, v| tx.send(v).is_ok(),
+                |rx| rx.recv().ok(),
+                regime,
+                iters,
             )
         })
     });
+}
 
-    group.bench_function("shmlane/chunks_256", |b| {
+fn chunk_cases(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.bench_function("shmlane", |b| {
         b.iter_custom(|iters| {
-            let (mut tx, mut rx) = shmlane_pair();
+            let (mut tx, mut rx) = shmlane_pair::<u64>();
             two_threads(
                 move || {
                     let mut i = 0;
@@ -175,7 +191,8 @@ fn per_item(c: &mut Criterion) {
                             Ok(chunk) => {
                                 let (a, b) = chunk.as_slices();
                                 for &v in a.iter().chain(b) {
-                                    expect(v, &mut next);
+                                    assert_eq!(v, next, "out of order");
+                                    next += 1;
                                 }
                                 let n = chunk.len();
                                 chunk.release(n);
@@ -187,8 +204,7 @@ fn per_item(c: &mut Criterion) {
             )
         })
     });
-
-    group.bench_function("rtrb/chunks_256", |b| {
+    group.bench_function("rtrb", |b| {
         b.iter_custom(|iters| {
             let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
             two_threads(
@@ -216,7 +232,8 @@ fn per_item(c: &mut Criterion) {
                         let chunk = rx.read_chunk(n).unwrap();
                         let (a, b) = chunk.as_slices();
                         for &v in a.iter().chain(b) {
-                            expect(v, &mut next);
+                            assert_eq!(v, next, "out of order");
+                            next += 1;
                         }
                         chunk.commit_all();
                     }
@@ -224,14 +241,32 @@ fn per_item(c: &mut Criterion) {
             )
         })
     });
+}
 
+fn spsc_threads(c: &mut Criterion) {
+    for regime in Regime::ALL {
+        let mut group = c.benchmark_group(format!("spsc_threads/u64/{}", regime.name()));
+        group.throughput(Throughput::Elements(1));
+        per_item_cases::<u64>(&mut group, regime);
+        group.finish();
+    }
+    let mut group = c.benchmark_group("spsc_threads/u64_chunks_256");
+    group.throughput(Throughput::Elements(1));
+    chunk_cases(&mut group);
     group.finish();
-    black_box(());
+    let mut group = c.benchmark_group("spsc_threads/64B/chase");
+    group.throughput(Throughput::Bytes(64));
+    per_item_cases::<[u64; 8]>(&mut group, Regime::Chase);
+    group.finish();
+    let mut group = c.benchmark_group("spsc_threads/1KiB/chase");
+    group.throughput(Throughput::Bytes(1024));
+    per_item_cases::<[u64; 128]>(&mut group, Regime::Chase);
+    group.finish();
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = per_item
+    targets = spsc_threads
 }
 criterion_main!(benches);

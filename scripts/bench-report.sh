@@ -16,7 +16,7 @@ echo "- rustc: $(rustc --version)"
 echo
 
 rm -rf target/criterion
-for bench in spsc spsc_processes rtt mpmc; do
+for bench in spsc_threads spsc_processes rtt mpmc; do
     cargo bench --bench "$bench" -- --warm-up-time 0.5 --measurement-time 1 --noplot >/dev/null 2>&1 ||
         { echo "cargo bench --bench $bench failed" >&2; exit 1; }
 done
@@ -24,12 +24,13 @@ done
 python3 - <<'PY'
 import json, pathlib
 
-# For each group, which case is the baseline of which shmlane case (by id prefix rules).
+# For each shmlane case, its baseline in the same group: (function, parameter or None for
+# "the same parameter").
 def baseline(group, function, param):
     if group.startswith("spsc_threads"):
-        return ("rtrb/per_item" if "per_item" in function else "rtrb/chunks_256"), None
+        return "rtrb", None
     if group == "spsc_processes":
-        return "socketpair_stream", param
+        return ("hand_ring", None) if function == "shmlane_chunks" else ("socketpair_stream", None)
     if group == "rtt":
         return ("floor_atomics" if "busy" in function else "socketpair"), None
     if group.startswith("mpmc/"):
@@ -60,4 +61,11 @@ for (group, function, param), ns in sorted(rows.items(), key=lambda kv: (kv[0][0
         if base:
             ratio = f"{base / ns:.2f}x vs {base_fn}"
     print(f"| {group} | {case} | {fmt(ns)} | {ratio} |")
+
+# Across the process boundary: the same u64 stream between processes and between threads.
+procs = rows.get(("spsc_processes", "shmlane", "8"))
+threads = rows.get(("spsc_threads/u64/chase", "shmlane", None))
+if procs and threads:
+    print()
+    print(f"shmlane u64 between processes vs between threads (chase): {threads / procs:.2f}x")
 PY
