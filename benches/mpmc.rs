@@ -32,7 +32,7 @@ const STOP: u64 = u64::MAX;
 /// Pins party `k` of `parties` to CPU `k` when each party can have a CPU of its own;
 /// otherwise leaves them all to the scheduler.
 fn pin_party(k: usize, parties: usize) {
-    if thread::available_parallelism().map_or(1, |n| n.get()) >= parties {
+    if affinity::cpus() >= parties {
         affinity::pin(k);
     }
 }
@@ -74,17 +74,25 @@ fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64, regime: 
 fn run_threads<Q: Queue>(queue: &Q, pairs: usize, regime: Regime, iters: u64) -> Duration {
     let (txs, rxs) = queue.ends(pairs, pairs);
     let stops = AtomicU64::new(0);
-    let barrier = Barrier::new(2 * pairs + 1);
+    let barrier = Barrier::new(2 * pairs);
     let share = iters / pairs as u64;
-    thread::scope(|s| {
-        for (k, mut tx) in txs.into_iter().enumerate() {
-            let barrier = &barrier;
-            s.spawn(move || {
-                pin_party(k, 2 * pairs);
-                barrier.wait();
-                produce::<Q>(&mut tx, share, regime);
-            });
-        }
+    // Each party times itself from the barrier: the spawning thread is not pinned and may
+    // not get a CPU until the pinned parties are done.
+    let (starts, ends): (Vec<Instant>, Vec<(Instant, u64)>) = thread::scope(|s| {
+        let producers: Vec<_> = txs
+            .into_iter()
+            .enumerate()
+            .map(|(k, mut tx)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    pin_party(k, 2 * pairs);
+                    barrier.wait();
+                    let start = Instant::now();
+                    produce::<Q>(&mut tx, share, regime);
+                    start
+                })
+            })
+            .collect();
         let consumers: Vec<_> = rxs
             .into_iter()
             .enumerate()
@@ -93,16 +101,21 @@ fn run_threads<Q: Queue>(queue: &Q, pairs: usize, regime: Regime, iters: u64) ->
                 s.spawn(move || {
                     pin_party(pairs + k, 2 * pairs);
                     barrier.wait();
-                    consume::<Q>(&mut rx, stops, pairs as u64, regime)
+                    let popped = consume::<Q>(&mut rx, stops, pairs as u64, regime);
+                    (Instant::now(), popped)
                 })
             })
             .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let popped: u64 = consumers.into_iter().map(|c| c.join().unwrap()).sum();
-        assert_eq!(popped, share * pairs as u64);
-        start.elapsed()
-    })
+        (
+            producers.into_iter().map(|p| p.join().unwrap()).collect(),
+            consumers.into_iter().map(|c| c.join().unwrap()).collect(),
+        )
+    });
+    let popped: u64 = ends.iter().map(|&(_, n)| n).sum();
+    assert_eq!(popped, share * pairs as u64);
+    let start = starts.into_iter().min().unwrap();
+    let end = ends.into_iter().map(|(end, _)| end).max().unwrap();
+    end - start
 }
 
 struct Shmlane(mpmc::Channel<u64>);

@@ -55,7 +55,8 @@ where
 }
 
 /// Runs `produce` and `consume` on two threads released together, each pinned to its own
-/// CPU where two exist; the elapsed time until both are done.
+/// CPU where two exist; the time from the producer's start to the consumer's end (each
+/// thread reads the clock itself: the spawning thread may not get a CPU meanwhile).
 fn two_threads(produce: impl FnOnce() + Send, consume: impl FnOnce() + Send) -> Duration {
     let barrier = Barrier::new(2);
     thread::scope(|s| {
@@ -63,6 +64,7 @@ fn two_threads(produce: impl FnOnce() + Send, consume: impl FnOnce() + Send) -> 
             affinity::pin(1);
             barrier.wait();
             consume();
+            Instant::now()
         });
         let producer = s.spawn(|| {
             affinity::pin(0);
@@ -72,8 +74,7 @@ fn two_threads(produce: impl FnOnce() + Send, consume: impl FnOnce() + Send) -> 
             start
         });
         let start = producer.join().unwrap();
-        consumer.join().unwrap();
-        start.elapsed()
+        consumer.join().unwrap() - start
     })
 }
 

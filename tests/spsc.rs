@@ -536,3 +536,36 @@ fn the_file_mode_is_exactly_as_asked() {
         0o660
     );
 }
+
+/// Found while writing the `spsc_ops` fuzz model: chunk calls answered from a stale cached
+/// count gave a short `_upto` chunk, or `Disconnected` while committed items waited.
+#[test]
+fn chunks_count_what_is_there_not_what_was_cached() {
+    let chan = spsc::Channel::<u64>::create(Backing::memfd("stale-counts"), 8).unwrap();
+    let mut tx = chan.producer().unwrap();
+    let mut rx = chan.consumer().unwrap();
+    assert_eq!(tx.push_slice(&[0, 1, 2, 3, 4, 5]).unwrap(), 6);
+    let mut out = [0; 6];
+    assert_eq!(rx.pop_slice(&mut out).unwrap(), 6);
+    // The producer's cache says 2 free; all 8 are.
+    let chunk = tx.write_chunk_upto(8).unwrap();
+    assert_eq!(chunk.len(), 8, "as many as are free");
+    assert_eq!(chunk.fill_from_iter([6, 7]), 2);
+    let chunk = rx.read_chunk_upto(1).unwrap();
+    assert_eq!(chunk.as_slices().0, &[6]);
+    chunk.release(1);
+    // The consumer's cache says 1 ready; 3 are.
+    assert_eq!(tx.push_slice(&[8, 9]).unwrap(), 2);
+    let chunk = rx.read_chunk_upto(8).unwrap();
+    assert_eq!(chunk.len(), 3, "as many as are ready");
+    chunk.release(3);
+    // Cache empty, producer gone after committing more: not Disconnected while they wait.
+    assert_eq!(tx.push_slice(&[10, 11]).unwrap(), 2);
+    drop(tx);
+    assert!(matches!(rx.read_chunk(0), Ok(c) if c.is_empty()));
+    assert!(matches!(rx.read_chunk_upto(0), Err(ChunkError::TooFew(2))));
+    let chunk = rx.read_chunk(2).unwrap();
+    assert_eq!(chunk.as_slices(), (&[10, 11][..], &[][..]));
+    chunk.release(2);
+    assert!(matches!(rx.read_chunk(0), Err(ChunkError::Disconnected)));
+}

@@ -1,11 +1,16 @@
 //! CPU pinning for the two-party benches: each party on its own CPU where two exist.
 
+/// CPUs online. Not `available_parallelism`, which counts only the CPUs the caller may run
+/// on: once a process pinned itself to one, its forked children would see one and not pin.
+pub fn cpus() -> usize {
+    // SAFETY: sysconf only reads a system setting.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
+}
+
 /// Pins the calling thread to `cpu` when the machine has at least two CPUs, unless
 /// SHMLANE_PIN=0.
 pub fn pin(cpu: usize) -> bool {
-    if std::env::var("SHMLANE_PIN").is_ok_and(|v| v == "0")
-        || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
-    {
+    if std::env::var("SHMLANE_PIN").is_ok_and(|v| v == "0") || cpus() < 2 {
         return false;
     }
     // SAFETY: cpu_set_t is plain data; the macros and the syscall take valid pointers.
