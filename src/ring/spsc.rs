@@ -190,13 +190,16 @@ impl<T: Copy> Producer<T> {
         deadline: Option<Instant>,
         died: &mut impl FnMut() -> bool,
     ) -> Result<(), PushError<T>> {
-        let first = self.try_push(value, false, died);
-        let mem = self.mem.clone();
-        let outcome = first.or_else(|| {
-            wait::block_on(mem.consumer_line(), mode, deadline, |probe| {
-                self.try_push(value, probe, died)
-            })
-        });
+        let outcome = match self.try_push(value, false, died) {
+            Some(done) => Some(done),
+            None => {
+                // Only now: the clone (an Arc increment) would cost every push.
+                let mem = self.mem.clone();
+                wait::block_on(mem.consumer_line(), mode, deadline, |probe| {
+                    self.try_push(value, probe, died)
+                })
+            }
+        };
         // `try_push` reports a full ring as None: at the end of the wait that is a timeout.
         outcome
             .unwrap_or(Err(TryPushError::Full(value)))
@@ -379,13 +382,16 @@ impl<T: Copy> Consumer<T> {
         deadline: Option<Instant>,
         died: &mut impl FnMut() -> bool,
     ) -> Result<T, PopError> {
-        let first = self.try_pop(false, died);
-        let mem = self.mem.clone();
-        let outcome = first.or_else(|| {
-            wait::block_on(mem.producer_line(), mode, deadline, |probe| {
-                self.try_pop(probe, died)
-            })
-        });
+        let outcome = match self.try_pop(false, died) {
+            Some(done) => Some(done),
+            None => {
+                // Only now: the clone (an Arc increment) would cost every pop.
+                let mem = self.mem.clone();
+                wait::block_on(mem.producer_line(), mode, deadline, |probe| {
+                    self.try_pop(probe, died)
+                })
+            }
+        };
         // `try_pop` reports an empty ring as None: at the end of the wait that is a timeout.
         outcome
             .unwrap_or(Err(TryPopError::Empty))
