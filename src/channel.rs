@@ -22,28 +22,47 @@ use crate::sync::{
 /// locks, a system call.
 const PROBE_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Rate limit for the lock probes of non-blocking calls. Reads the coarse monotonic clock
-/// (a few ns through the vDSO, tick resolution), since a caller polling a full or empty
-/// ring asks on every miss.
+/// Consecutive misses per look at the clock after the first: a caller polling an empty ring
+/// asks on every miss, and even the vDSO clock costs more than the miss itself.
+const PROBE_EVERY: u32 = 16;
+
+/// Rate limit for the lock probes of non-blocking calls: at most one per [`PROBE_INTERVAL`]
+/// by the coarse monotonic clock (a few ns through the vDSO, tick resolution). The first
+/// miss after anything else reads the clock; a run of misses reads it every
+/// [`PROBE_EVERY`]th time.
 pub(crate) struct ProbeClock {
     last_ns: u64,
+    misses: u32,
 }
 
 impl ProbeClock {
     pub(crate) fn new() -> ProbeClock {
         ProbeClock {
             last_ns: coarse_now_ns(),
+            misses: 0,
         }
     }
 
-    /// Whether a probe is due now (and if so, the interval restarts).
+    /// Called on a miss: whether a probe is due now (and if so, the interval restarts).
+    #[inline]
     pub(crate) fn due(&mut self) -> bool {
+        let run = self.misses;
+        self.misses = run.wrapping_add(1);
+        if run % PROBE_EVERY != 0 {
+            return false;
+        }
         let now = coarse_now_ns();
         if now.saturating_sub(self.last_ns) >= PROBE_INTERVAL.as_nanos() as u64 {
             self.last_ns = now;
             return true;
         }
         false
+    }
+
+    /// Called when a call did not miss: the next miss reads the clock.
+    #[inline(always)]
+    pub(crate) fn hit(&mut self) {
+        self.misses = 0;
     }
 }
 
@@ -538,5 +557,32 @@ pub(crate) fn peer_state(lock: &RoleLock, byte: u64, state: &AtomicU32) -> PeerS
         },
         // CLOSED, or a value no correct peer writes: either way nobody is there.
         _ => PeerState::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_clock_reads_the_clock_on_a_runs_first_miss_then_every_sixteenth() {
+        // last_ns = 0: every look at the clock finds a probe overdue.
+        let mut clock = ProbeClock {
+            last_ns: 0,
+            misses: 0,
+        };
+        assert!(clock.due(), "the first miss looks");
+        clock.last_ns = 0;
+        for miss in 1..PROBE_EVERY {
+            assert!(!clock.due(), "miss {miss} of the run skips the clock");
+        }
+        assert!(clock.due(), "the sixteenth looks again");
+        clock.last_ns = 0;
+        assert!(!clock.due());
+        clock.hit();
+        assert!(clock.due(), "the first miss after a hit looks");
+        // Looking, with the interval not yet over: no probe.
+        clock.hit();
+        assert!(!clock.due());
     }
 }

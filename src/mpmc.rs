@@ -150,6 +150,7 @@ impl<T: Pod> Producer<T> {
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         let r = &mut self.0;
         if let Some(result) = r.core.try_push(value, false, &mut |_| true) {
+            r.probe.hit();
             return result;
         }
         // Full: worth a (rate-limited) look for dead consumers.
@@ -173,6 +174,7 @@ impl<T: Pod> Producer<T> {
     }
 
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        self.0.probe.hit();
         let r = &self.0;
         r.core.push_until(
             value,
@@ -217,6 +219,7 @@ impl<T: Pod> Consumer<T> {
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         let r = &mut self.0;
         if let Some(result) = r.core.try_pop(false, &mut |_| true) {
+            r.probe.hit();
             return result;
         }
         // Empty (or a slow producer's slot): worth a (rate-limited) look for dead producers.
@@ -240,6 +243,7 @@ impl<T: Pod> Consumer<T> {
     }
 
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+        self.0.probe.hit();
         let r = &self.0;
         r.core.pop_until(
             r.wait,

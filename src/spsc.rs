@@ -151,7 +151,10 @@ impl<T: Pod> Producer<T> {
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         match self.ring.try_push(value, false, &mut || false) {
-            Some(result) => result,
+            Some(result) => {
+                self.probe.hit();
+                result
+            }
             // Full: worth a (rate-limited) look at whether the consumer died.
             None if self.consumer_gone(None) => Err(TryPushError::Disconnected(value)),
             None => Err(TryPushError::Full(value)),
@@ -170,6 +173,7 @@ impl<T: Pod> Producer<T> {
     }
 
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        self.probe.hit();
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::CONSUMER, &header.consumer_state);
         self.ring.push_until(value, self.wait, deadline, &mut died)
@@ -357,6 +361,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         if let Some(result) = self.ring.try_pop(false, &mut || false) {
+            self.probe.hit();
             return result;
         }
         // Empty: worth a (rate-limited) look at whether the producer died. Otherwise, no
@@ -383,6 +388,7 @@ impl<T: Pod> Consumer<T> {
     }
 
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+        self.probe.hit();
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);
         self.ring.pop_until(self.wait, deadline, &mut died)
