@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -84,54 +84,27 @@ pub fn open_region(data: &[u8]) {
     }
     let file = Scratch(scratch_path());
     std::fs::write(&file.0, &bytes).expect("write the region file");
-    let backing = || Backing::file(&file.0);
+    let (path, now) = (file.0.as_path(), Duration::ZERO);
     match how & 7 {
-        0 => exercise_spsc(
-            spsc::Channel::<u64>::builder()
-                .open_timeout(Duration::ZERO)
-                .open(backing()),
-        ),
-        1 => exercise_spsc(
-            spsc::Channel::<u8>::builder()
-                .open_timeout(Duration::ZERO)
-                .open(backing()),
-        ),
-        2 => exercise_spsc(
-            spsc::Channel::<[u32; 5]>::builder()
-                .open_timeout(Duration::ZERO)
-                .open(backing()),
-        ),
-        3 => exercise_mpmc(
-            mpmc::Channel::<u64>::builder()
-                .open_timeout(Duration::ZERO)
-                .open(backing()),
-        ),
-        4 => exercise_mpmc(
-            mpmc::Channel::<u8>::builder()
-                .open_timeout(Duration::ZERO)
-                .open(backing()),
-        ),
-        5 => exercise_mpmc(
-            mpmc::Channel::<[u16; 3]>::builder()
-                .open_timeout(Duration::ZERO)
-                .open(backing()),
-        ),
+        0 => exercise_spsc::<u64>(path, now),
+        1 => exercise_spsc::<u8>(path, now),
+        2 => exercise_spsc::<[u32; 5]>(path, now),
+        3 => exercise_mpmc::<u64>(path, now),
+        4 => exercise_mpmc::<u8>(path, now),
+        5 => exercise_mpmc::<[u16; 3]>(path, now),
         // Opening with a wait: a region that never becomes ready must time out, not hang.
-        6 => exercise_spsc(
-            spsc::Channel::<u64>::builder()
-                .open_timeout(WAIT)
-                .open(backing()),
-        ),
-        _ => exercise_mpmc(
-            mpmc::Channel::<u64>::builder()
-                .open_timeout(WAIT)
-                .open(backing()),
-        ),
+        6 => exercise_spsc::<u64>(path, WAIT),
+        _ => exercise_mpmc::<u64>(path, WAIT),
     }
 }
 
-fn exercise_spsc<T: bytemuck::Pod>(chan: Result<spsc::Channel<T>, Error>) {
-    let Ok(chan) = chan else { return };
+/// Opens the region at `path` as SPSC of `T`, waiting up to `wait` for it to be ready; if
+/// it opens, every call on both ends must return.
+fn exercise_spsc<T: bytemuck::Pod>(path: &Path, wait: Duration) {
+    let opened = spsc::Channel::<T>::builder()
+        .open_timeout(wait)
+        .open(Backing::file(path));
+    let Ok(chan) = opened else { return };
     let value = T::zeroed();
     if let Ok(mut tx) = chan.producer() {
         let _ = tx.try_push(value);
@@ -156,8 +129,12 @@ fn exercise_spsc<T: bytemuck::Pod>(chan: Result<spsc::Channel<T>, Error>) {
     }
 }
 
-fn exercise_mpmc<T: bytemuck::Pod>(chan: Result<mpmc::Channel<T>, Error>) {
-    let Ok(chan) = chan else { return };
+/// As [`exercise_spsc`], as MPMC.
+fn exercise_mpmc<T: bytemuck::Pod>(path: &Path, wait: Duration) {
+    let opened = mpmc::Channel::<T>::builder()
+        .open_timeout(wait)
+        .open(Backing::file(path));
+    let Ok(chan) = opened else { return };
     let value = T::zeroed();
     if let Ok(mut tx) = chan.producer() {
         let _ = tx.try_push(value);
