@@ -66,19 +66,30 @@ fn handshake_corpus() {
     );
 }
 
-/// Writes the seed corpus: real region files and a real server message for the fuzzer to
-/// mutate, and short op sequences. Run by hand after a format change:
-/// `cargo test --test fuzz_corpus -- --ignored`.
+/// The seed corpus, made fresh from the current format (real region files, a real server
+/// message, short op sequences): every seed passes its target's check. With
+/// `SHMLANE_WRITE_SEEDS=1` the seeds are also written to `fuzz/corpus/` (after a format
+/// change: `SHMLANE_WRITE_SEEDS=1 cargo test --test fuzz_corpus seeds`).
 #[test]
-#[ignore = "writes fuzz/corpus; run by hand"]
-fn write_seed_corpus() {
+fn seeds_made_from_the_current_format_pass_their_checks() {
     use shmlane::{handoff, mpmc, spsc, Backing};
     use std::io::Read;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = std::env::var("SHMLANE_WRITE_SEEDS").is_ok_and(|v| v == "1");
     let put = |target: &str, name: &str, bytes: &[u8]| {
-        let dir = root.join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
+        let check: fn(&[u8]) = match target {
+            "open_region" => checks::open_region,
+            "spsc_ops" => checks::spsc_ops,
+            "mpmc_ops" => checks::mpmc_ops,
+            "hostile_peer" => checks::hostile_peer,
+            _ => checks::handshake,
+        };
+        check(bytes);
+        if write {
+            let dir = root.join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
     };
     let dir = std::env::temp_dir().join(format!("shmlane-seed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
