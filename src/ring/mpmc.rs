@@ -80,8 +80,8 @@ impl<T: Copy> Endpoint<T> {
         alive: &mut impl FnMut(usize) -> bool,
     ) -> Self {
         debug_assert!(role == entry_state::PRODUCER || role == entry_state::CONSUMER);
-        // Bounds-checked here, once: `my_entry` relies on it.
-        let _ = &mem.registry()[entry];
+        // Checked here, once: `my_entry` relies on it (callers pass a claimed entry).
+        assert!(entry < mem.registry().len(), "registry entry out of range");
         let endpoint = Endpoint { mem, entry, role };
         let mine = endpoint.my_entry();
         // Acquire: pairs with the Release store of the state by the previous holder.
