@@ -67,7 +67,9 @@ pub(crate) fn notify(line: &Line) {
     }
 }
 
+// Out of line: keeps the system call's set-up out of every push and pop.
 #[cold]
+#[inline(never)]
 fn wake(line: &Line) {
     // Release: a waiter whose futex_wait fails with EAGAIN (word changed) re-checks with
     // Acquire and sees our progress.

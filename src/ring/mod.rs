@@ -58,11 +58,12 @@ pub(crate) fn close(header: &Header, state: &AtomicU32) {
 pub(crate) struct RingMem<S> {
     header: NonNull<Header>,
     registry: NonNull<Entry>,
-    /// Process-local copy, like `capacity`.
+    /// Process-local copy, like `mask`.
     registry_len: usize,
     slots: NonNull<S>,
-    /// Process-local copy; a power of two. Never re-read from shared memory.
-    capacity: u64,
+    /// Capacity - 1 (the capacity is a power of two), what indexing needs. A process-local
+    /// copy, never re-read from shared memory.
+    mask: u64,
     _owner: Arc<dyn Send + Sync>,
 }
 
@@ -100,7 +101,7 @@ impl<S> RingMem<S> {
             registry,
             registry_len,
             slots,
-            capacity,
+            mask: capacity - 1,
             _owner: owner,
         }
     }
@@ -123,7 +124,7 @@ impl<S> RingMem<S> {
 
     #[inline(always)]
     pub(crate) fn capacity(&self) -> u64 {
-        self.capacity
+        self.mask + 1
     }
 
     /// The registry's entries (MPMC; empty for SPSC).
@@ -138,7 +139,7 @@ impl<S> RingMem<S> {
     /// capacity, whatever the position.
     #[inline(always)]
     pub(crate) fn slot(&self, pos: u64) -> &S {
-        let index = (pos & (self.capacity - 1)) as usize;
+        let index = (pos & self.mask) as usize;
         // SAFETY: index < capacity, and from_raw guarantees `capacity` live slots.
         unsafe { &*self.slots.as_ptr().add(index) }
     }
@@ -147,8 +148,8 @@ impl<S> RingMem<S> {
     /// wraps around to its start: `(first len, second len)`.
     #[inline(always)]
     pub(crate) fn split(&self, pos: u64, len: usize) -> (usize, usize) {
-        let index = pos & (self.capacity - 1);
-        let first = len.min((self.capacity - index) as usize);
+        let index = pos & self.mask;
+        let first = len.min((self.capacity() - index) as usize);
         (first, len - first)
     }
 }
@@ -158,7 +159,7 @@ impl<T> RingMem<Slot<T>> {
     #[cfg(not(shmlane_loom))]
     #[inline(always)]
     pub(crate) fn slot_ptr(&self, pos: u64) -> *mut T {
-        let index = (pos & (self.capacity - 1)) as usize;
+        let index = (pos & self.mask) as usize;
         // Derived from the array's base pointer, not from a reference to one slot, so that
         // runs of slots read or written through it stay within its provenance. The cast is
         // sound: `Slot<T>` is a `repr(transparent)` cell around `T`.
