@@ -33,6 +33,8 @@ const PROBE_EVERY: u32 = 16;
 pub(crate) struct ProbeClock {
     last_ns: u64,
     misses: u32,
+    /// The endpoint's position at the last miss, for [`due_at`](Self::due_at).
+    pos: u64,
 }
 
 impl ProbeClock {
@@ -40,6 +42,7 @@ impl ProbeClock {
         ProbeClock {
             last_ns: coarse_now_ns(),
             misses: 0,
+            pos: 0,
         }
     }
 
@@ -48,9 +51,26 @@ impl ProbeClock {
     pub(crate) fn due(&mut self) -> bool {
         let run = self.misses;
         self.misses = run.wrapping_add(1);
-        if run % PROBE_EVERY != 0 {
-            return false;
+        run % PROBE_EVERY == 0 && self.interval_passed()
+    }
+
+    /// [`due`](Self::due) for an endpoint whose own position `pos` moves with each success:
+    /// a position that moved since the last miss starts a new run of misses, so successes
+    /// need not call [`hit`](Self::hit) (a store on every push or pop).
+    #[inline]
+    pub(crate) fn due_at(&mut self, pos: u64) -> bool {
+        if pos != self.pos {
+            self.pos = pos;
+            self.misses = 0;
         }
+        self.due()
+    }
+
+    /// Whether [`PROBE_INTERVAL`] passed since the last probe (if so, it restarts). Out of
+    /// line: a clock read is the rare part of a miss.
+    #[cold]
+    #[inline(never)]
+    fn interval_passed(&mut self) -> bool {
         let now = coarse_now_ns();
         if now.saturating_sub(self.last_ns) >= PROBE_INTERVAL.as_nanos() as u64 {
             self.last_ns = now;
@@ -570,6 +590,7 @@ mod tests {
         let mut clock = ProbeClock {
             last_ns: 0,
             misses: 0,
+            pos: 0,
         };
         assert!(clock.due(), "the first miss looks");
         clock.last_ns = 0;
@@ -584,5 +605,23 @@ mod tests {
         // Looking, with the interval not yet over: no probe.
         clock.hit();
         assert!(!clock.due());
+    }
+
+    #[test]
+    fn probe_clock_starts_a_new_run_when_the_position_moved() {
+        let mut clock = ProbeClock {
+            last_ns: 0,
+            misses: 0,
+            pos: 7,
+        };
+        assert!(clock.due_at(7), "the first miss looks");
+        clock.last_ns = 0;
+        assert!(!clock.due_at(7), "a second miss at the same position skips the clock");
+        assert!(clock.due_at(8), "a miss after progress looks at once");
+        clock.last_ns = 0;
+        for miss in 1..PROBE_EVERY {
+            assert!(!clock.due_at(8), "miss {miss} of the run skips the clock");
+        }
+        assert!(clock.due_at(8), "the sixteenth looks again");
     }
 }

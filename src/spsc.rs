@@ -140,7 +140,7 @@ impl<T: Pod> Producer<T> {
     /// Whether the consumer is gone, probing its lock if `probe` (or if the rate limit
     /// allows, for `None`).
     fn consumer_gone(&mut self, probe: Option<bool>) -> bool {
-        let probe = probe.unwrap_or_else(|| self.probe.due());
+        let probe = probe.unwrap_or_else(|| self.probe.due_at(self.ring.tail()));
         let (role, header) = (&self.role, self.role.shared().header());
         self.ring.consumer_gone(probe, &mut || {
             role_died(role, lock::CONSUMER, &header.consumer_state)
@@ -150,11 +150,19 @@ impl<T: Pod> Producer<T> {
     /// Pushes `value` if there is room, without waiting.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
+        // The common case, kept small enough to inline: the consumer is there and the cached
+        // head shows room.
+        if !self.ring.consumer_gone(false, &mut || false) && self.ring.push_cached(value) {
+            return Ok(());
+        }
+        self.try_push_slow(value)
+    }
+
+    /// `try_push` past its common case: the cached head shows no room, or the consumer closed.
+    #[inline(never)]
+    fn try_push_slow(&mut self, value: T) -> Result<(), TryPushError<T>> {
         match self.ring.try_push(value, false, &mut || false) {
-            Some(result) => {
-                self.probe.hit();
-                result
-            }
+            Some(result) => result,
             // Full: worth a (rate-limited) look at whether the consumer died.
             None if self.consumer_gone(None) => Err(TryPushError::Disconnected(value)),
             None => Err(TryPushError::Full(value)),
@@ -350,7 +358,7 @@ impl<T: Pod> Consumer<T> {
     /// Whether the producer is gone, probing its lock if `probe` (or if the rate limit
     /// allows, for `None`).
     fn producer_gone(&mut self, probe: Option<bool>) -> bool {
-        let probe = probe.unwrap_or_else(|| self.probe.due());
+        let probe = probe.unwrap_or_else(|| self.probe.due_at(self.ring.head()));
         let (role, header) = (&self.role, self.role.shared().header());
         self.ring.producer_gone(probe, &mut || {
             role_died(role, lock::PRODUCER, &header.producer_state)
@@ -360,13 +368,23 @@ impl<T: Pod> Consumer<T> {
     /// Pops a value if one is ready, without waiting.
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        // The common case, kept small enough to inline: the cached tail shows an item.
+        match self.ring.pop_cached() {
+            Some(value) => Ok(value),
+            None => self.try_pop_slow(),
+        }
+    }
+
+    /// `try_pop` past its common case: a look at the producer's line, and if the ring is
+    /// empty, at whether the producer is gone.
+    #[inline(never)]
+    fn try_pop_slow(&mut self) -> Result<T, TryPopError> {
         if let Some(result) = self.ring.try_pop(false, &mut || false) {
-            self.probe.hit();
             return result;
         }
         // Empty: worth a (rate-limited) look at whether the producer died. Otherwise, no
         // second look at the producer's line: a busy poller would only bounce it more.
-        if !self.probe.due() {
+        if !self.probe.due_at(self.ring.head()) {
             return Err(TryPopError::Empty);
         }
         let (role, header) = (&self.role, self.role.shared().header());

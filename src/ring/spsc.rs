@@ -99,11 +99,12 @@ impl<T: Copy> Producer<T> {
         Ok(())
     }
 
-    /// Pushes one value if a slot is free: `Ok(false)` when full.
-    #[inline]
-    pub(crate) fn push(&mut self, value: T) -> Result<bool, Corruption> {
-        if self.free(1)? == 0 {
-            return Ok(false);
+    /// Pushes one value if the cached head shows a free slot, reading nothing the consumer
+    /// writes: `false` when it shows none (then [`push`](Self::push) looks again).
+    #[inline(always)]
+    pub(crate) fn push_cached(&mut self, value: T) -> bool {
+        if self.cached_free() == 0 {
+            return false;
         }
         // SAFETY: the slot at `tail` is free (tail - head < capacity): the consumer has
         // released it and will not read it until we publish a tail past it.
@@ -111,7 +112,17 @@ impl<T: Copy> Producer<T> {
             .slot(self.tail)
             .with_mut(|p| unsafe { p.write(value) });
         self.commit(1);
-        Ok(true)
+        true
+    }
+
+    /// Pushes one value if a slot is free: `Ok(false)` when full.
+    #[inline]
+    pub(crate) fn push(&mut self, value: T) -> Result<bool, Corruption> {
+        if self.push_cached(value) {
+            return Ok(true);
+        }
+        self.refresh()?;
+        Ok(self.push_cached(value))
     }
 
     /// Pushes as many values from the front of `values` as fit, with one publication.
@@ -293,17 +304,28 @@ impl<T: Copy> Consumer<T> {
         Ok(())
     }
 
-    /// Pops one value if there is one: `Ok(None)` when empty.
-    #[inline]
-    pub(crate) fn pop(&mut self) -> Result<Option<T>, Corruption> {
-        if self.available(1)? == 0 {
-            return Ok(None);
+    /// Pops one value if the cached tail shows one, reading nothing the producer writes
+    /// but the slot: `None` when it shows none (then [`pop`](Self::pop) looks again).
+    #[inline(always)]
+    pub(crate) fn pop_cached(&mut self) -> Option<T> {
+        if self.cached_available() == 0 {
+            return None;
         }
         // SAFETY: head < tail: the producer published this slot and will not write it again
         // until we release it; it holds a valid T (T: Pod, memory initialised).
         let value = self.mem.slot(self.head).with(|p| unsafe { p.read() });
         self.release(1);
-        Ok(Some(value))
+        Some(value)
+    }
+
+    /// Pops one value if there is one: `Ok(None)` when empty.
+    #[inline]
+    pub(crate) fn pop(&mut self) -> Result<Option<T>, Corruption> {
+        if let Some(value) = self.pop_cached() {
+            return Ok(Some(value));
+        }
+        self.refresh()?;
+        Ok(self.pop_cached())
     }
 
     /// Pops as many values as are ready into the front of `out`, with one publication.
