@@ -149,6 +149,17 @@ impl<T: Pod> Producer<T> {
     /// Pushes `value` if there is room, without waiting.
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         let r = &mut self.0;
+        if r.core.try_push_at_once(value) {
+            r.probe.hit();
+            return Ok(());
+        }
+        self.try_push_slow(value)
+    }
+
+    /// `try_push` past its common case: a full ring, lost CASes, or no consumers.
+    #[inline(never)]
+    fn try_push_slow(&mut self, value: T) -> Result<(), TryPushError<T>> {
+        let r = &mut self.0;
         if let Some(result) = r.core.try_push(value, false, &mut |_| true) {
             r.probe.hit();
             return result;
@@ -217,6 +228,18 @@ pub struct Consumer<T: Pod>(Registered<T>);
 impl<T: Pod> Consumer<T> {
     /// Pops a value if one is ready, without waiting.
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        let r = &mut self.0;
+        if let Some(value) = r.core.dequeue_at_once() {
+            r.probe.hit();
+            return Ok(value);
+        }
+        self.try_pop_slow()
+    }
+
+    /// `try_pop` past its common case: an empty ring, a pending slot, a lost CAS, or a
+    /// dead producer's tombstone.
+    #[inline(never)]
+    fn try_pop_slow(&mut self) -> Result<T, TryPopError> {
         let r = &mut self.0;
         if let Some(result) = r.core.try_pop(false, &mut |_| true) {
             r.probe.hit();

@@ -161,6 +161,58 @@ impl<T: Copy> Endpoint<T> {
     /// Pushes `value` if a slot is free: `Ok(false)` when full.
     #[inline(always)]
     pub(crate) fn enqueue(&self, value: T) -> Result<bool, Corruption> {
+        if self.enqueue_at_once(value) {
+            return Ok(true);
+        }
+        self.enqueue_contended(value)
+    }
+
+    /// `enqueue`'s common case, small enough to inline everywhere: the slot at the enqueue
+    /// position is free and the first CAS wins. `false` if not; then nothing was pushed and
+    /// no claim is left recorded.
+    #[inline(always)]
+    fn enqueue_at_once(&self, value: T) -> bool {
+        let line = self.mem.producer_line();
+        // Acquire: as in `enqueue_contended`.
+        let pos = line.pos.load(Acquire);
+        let slot = self.mem.slot(pos);
+        // Acquire: as in `enqueue_contended`.
+        if slot.seq.load(Acquire) != pos {
+            return false;
+        }
+        let mine = self.my_entry();
+        mine.claiming.store(pos, Relaxed);
+        // Orderings: as in `enqueue_contended`.
+        if line
+            .pos
+            .compare_exchange(pos, pos + 1, AcqRel, Acquire)
+            .is_err()
+        {
+            // Lost the position: withdraw the claim before the full loop records its own.
+            mine.claiming.store(IDLE, Release);
+            return false;
+        }
+        self.fill(slot, pos, value);
+        mine.claiming.store(IDLE, Release);
+        wait::notify(line);
+        true
+    }
+
+    /// Writes `value` into the slot of `pos`, which this producer's CAS claimed, and
+    /// publishes it.
+    #[inline(always)]
+    fn fill(&self, slot: &MpmcSlot<T>, pos: u64, value: T) {
+        // SAFETY: the CAS gave us position `pos`; its slot is free (sequence `pos`) and no
+        // one else writes or reads it until we publish.
+        slot.value.with_mut(|p| unsafe { p.write(value) });
+        // Release: pairs with the Acquire load in `dequeue`: the value is visible before the
+        // sequence that says it is there.
+        slot.seq.store(pos + 1, Release);
+    }
+
+    /// `enqueue` in full: stale positions, lost CASes, a full ring, checked sequences.
+    #[inline(never)]
+    fn enqueue_contended(&self, value: T) -> Result<bool, Corruption> {
         let line = self.mem.producer_line();
         let mine = self.my_entry();
         // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
@@ -187,12 +239,7 @@ impl<T: Copy> Endpoint<T> {
                     .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
                 {
                     Ok(_) => {
-                        // SAFETY: the CAS gave us position `pos`; its slot is free (sequence
-                        // `pos`) and no one else writes or reads it until we publish.
-                        slot.value.with_mut(|p| unsafe { p.write(value) });
-                        // Release: pairs with the Acquire load in `dequeue`: the value is
-                        // visible before the sequence that says it is there.
-                        slot.seq.store(pos + 1, Release);
+                        self.fill(slot, pos, value);
                         break Ok(true);
                     }
                     Err(now) => {
@@ -236,9 +283,64 @@ impl<T: Copy> Endpoint<T> {
     /// Takes the next value, if any.
     #[inline(always)]
     pub(crate) fn dequeue(&self) -> Result<Dequeued<T>, Corruption> {
+        if let Some(value) = self.dequeue_at_once() {
+            return Ok(Dequeued::Value(value));
+        }
+        self.dequeue_contended()
+    }
+
+    /// `dequeue`'s common case, small enough to inline everywhere: the slot at the dequeue
+    /// position holds a published value (no tombstone) and the first CAS wins. `None` if
+    /// not; then nothing was taken and no claim is left recorded.
+    #[inline(always)]
+    pub(crate) fn dequeue_at_once(&self) -> Option<T> {
+        let line = self.mem.consumer_line();
+        // Acquire: as in `dequeue_contended`.
+        let pos = line.pos.load(Acquire);
+        let slot = self.mem.slot(pos);
+        // Acquire: as in `dequeue_contended`.
+        if slot.seq.load(Acquire) != pos + 1 {
+            return None;
+        }
+        let mine = self.my_entry();
+        mine.claiming.store(pos, Relaxed);
+        // Orderings: as in `dequeue_contended`.
+        if line
+            .pos
+            .compare_exchange(pos, pos + 1, AcqRel, Acquire)
+            .is_err()
+        {
+            // Lost the position: withdraw the claim before the full loop records its own.
+            mine.claiming.store(IDLE, Release);
+            return None;
+        }
+        let value = self.empty(slot, pos, true);
+        mine.claiming.store(IDLE, Release);
+        wait::notify(line);
+        value
+    }
+
+    /// Reads the value out of the slot of `pos` (unless it is a tombstone: `live` false),
+    /// which this consumer's CAS claimed, and frees the slot for the next lap.
+    #[inline(always)]
+    fn empty(&self, slot: &MpmcSlot<T>, pos: u64, live: bool) -> Option<T> {
+        let value = live.then(|| {
+            // SAFETY: the CAS gave us position `pos`, whose value was published (sequence
+            // `pos + 1`); no producer writes it until we free it.
+            slot.value.with(|p| unsafe { p.read() })
+        });
+        // Release: pairs with the Acquire load in `enqueue`: our read happens before the
+        // producer of the next lap overwrites the value.
+        slot.seq.store(pos + self.mem.capacity(), Release);
+        value
+    }
+
+    /// `dequeue` in full: stale positions, lost CASes, tombstones, empty and pending slots,
+    /// checked sequences.
+    #[inline(never)]
+    fn dequeue_contended(&self) -> Result<Dequeued<T>, Corruption> {
         let line = self.mem.consumer_line();
         let mine = self.my_entry();
-        let capacity = self.mem.capacity();
         // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
         // moved the position, so the slot's sequence read next is no older than the one
         // they saw; the lap check below relies on it (found by miri's weak memory).
@@ -261,14 +363,7 @@ impl<T: Copy> Endpoint<T> {
                     .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
                 {
                     Ok(_) => {
-                        let value = (raw & TOMB == 0).then(|| {
-                            // SAFETY: the CAS gave us position `pos`, whose value was published
-                            // (sequence `pos + 1`); no producer writes it until we free it.
-                            slot.value.with(|p| unsafe { p.read() })
-                        });
-                        // Release: pairs with the Acquire load in `enqueue`: our read happens
-                        // before the producer of the next lap overwrites the value.
-                        slot.seq.store(pos + capacity, Release);
+                        let value = self.empty(slot, pos, raw & TOMB == 0);
                         break Ok(value.map_or(Dequeued::Skipped(pos), Dequeued::Value));
                     }
                     Err(now) => {
@@ -406,6 +501,13 @@ impl<T: Copy> Endpoint<T> {
                 .iter()
                 .enumerate()
                 .any(|(i, entry)| entry.state.load(Acquire) == role && alive(i))
+    }
+
+    /// `try_push`'s common case, small enough to inline: consumers are there and the push
+    /// goes through at once. `false` if not (nothing was pushed): then `try_push` decides.
+    #[inline(always)]
+    pub(crate) fn try_push_at_once(&self, value: T) -> bool {
+        !self.role_gone(entry_state::CONSUMER, false, &mut |_| true) && self.enqueue_at_once(value)
     }
 
     /// One push attempt: done, or `None` when full with consumers still there.
