@@ -616,7 +616,10 @@ mod tests {
         };
         assert!(clock.due_at(7), "the first miss looks");
         clock.last_ns = 0;
-        assert!(!clock.due_at(7), "a second miss at the same position skips the clock");
+        assert!(
+            !clock.due_at(7),
+            "a second miss at the same position skips the clock"
+        );
         assert!(clock.due_at(8), "a miss after progress looks at once");
         clock.last_ns = 0;
         for miss in 1..PROBE_EVERY {

@@ -144,9 +144,11 @@ impl<T: Copy> Endpoint<T> {
 
     /// As `mpmc::Consumer::try_pop`.
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        self.core
-            .try_pop(false, &mut always_alive)
-            .unwrap_or(Err(TryPopError::Empty))
+        let pos = self
+            .core
+            .try_claim(false, &mut always_alive)
+            .unwrap_or(Err(TryPopError::Empty))?;
+        Ok(self.core.take(pos))
     }
 
     /// As `mpmc::Consumer::pop`, parking at once when empty.

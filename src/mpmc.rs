@@ -229,19 +229,22 @@ impl<T: Pod> Consumer<T> {
     /// Pops a value if one is ready, without waiting.
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         let r = &mut self.0;
-        if let Some(value) = r.core.dequeue_at_once() {
-            r.probe.hit();
-            return Ok(value);
-        }
-        self.try_pop_slow()
+        let pos = match r.core.dequeue_at_once() {
+            Some(pos) => {
+                r.probe.hit();
+                pos
+            }
+            None => self.claim_slow()?,
+        };
+        Ok(self.0.core.take(pos))
     }
 
     /// `try_pop` past its common case: an empty ring, a pending slot, a lost CAS, or a
-    /// dead producer's tombstone.
+    /// dead producer's tombstone. The claimed position when there is a value to take.
     #[inline(never)]
-    fn try_pop_slow(&mut self) -> Result<T, TryPopError> {
+    fn claim_slow(&mut self) -> Result<u64, TryPopError> {
         let r = &mut self.0;
-        if let Some(result) = r.core.try_pop(false, &mut |_| true) {
+        if let Some(result) = r.core.try_claim(false, &mut |_| true) {
             r.probe.hit();
             return result;
         }
@@ -250,7 +253,7 @@ impl<T: Pod> Consumer<T> {
             return Err(TryPopError::Empty);
         }
         r.core
-            .try_pop(true, &mut Registered::<T>::alive(&r.lock, r.entry))
+            .try_claim(true, &mut Registered::<T>::alive(&r.lock, r.entry))
             .unwrap_or(Err(TryPopError::Empty))
     }
 

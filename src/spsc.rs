@@ -369,17 +369,17 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         // The common case, kept small enough to inline: the cached tail shows an item.
-        match self.ring.pop_cached() {
-            Some(value) => Ok(value),
-            None => self.try_pop_slow(),
+        if !self.ring.has_cached() {
+            self.ready_slow()?;
         }
+        Ok(self.ring.take())
     }
 
     /// `try_pop` past its common case: a look at the producer's line, and if the ring is
-    /// empty, at whether the producer is gone.
+    /// empty, at whether the producer is gone. `Ok(())` when an item is ready to take.
     #[inline(never)]
-    fn try_pop_slow(&mut self) -> Result<T, TryPopError> {
-        if let Some(result) = self.ring.try_pop(false, &mut || false) {
+    fn ready_slow(&mut self) -> Result<(), TryPopError> {
+        if let Some(result) = self.ring.try_ready(false, &mut || false) {
             return result;
         }
         // Empty: worth a (rate-limited) look at whether the producer died. Otherwise, no
@@ -390,7 +390,7 @@ impl<T: Pod> Consumer<T> {
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);
         self.ring
-            .try_pop(true, &mut died)
+            .try_ready(true, &mut died)
             .unwrap_or(Err(TryPopError::Empty))
     }
 

@@ -42,9 +42,9 @@ pub(crate) type Mem<T> = RingMem<MpmcSlot<T>>;
 pub(crate) const TOMB: u64 = 1 << 63;
 
 /// What a dequeue attempt found.
-pub(crate) enum Dequeued<T> {
-    /// A value.
-    Value(T),
+pub(crate) enum Dequeued {
+    /// This consumer claimed the published value at this position: [`Endpoint::take`] it.
+    Claimed(u64),
     /// The tombstone of a dead producer's slot at this position, now skipped.
     Skipped(u64),
     /// Nothing has been claimed past the dequeue position.
@@ -215,62 +215,66 @@ impl<T: Copy> Endpoint<T> {
     fn enqueue_contended(&self, value: T) -> Result<bool, Corruption> {
         let line = self.mem.producer_line();
         let mine = self.my_entry();
-        // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
-        // moved the position, so the slot's sequence read next is no older than the one
-        // they saw; the lap check below relies on it (found by miri's weak memory).
-        let mut pos = line.pos.load(Acquire);
         let mut claimed = false;
-        // Spins a little longer after each lost CAS, so contenders spread out (as crossbeam).
-        let backoff = Backoff::new();
-        let result = loop {
-            let slot = self.mem.slot(pos);
-            // Acquire: pairs with the Release store of the sequence in `dequeue` (or `free`),
-            // so the consumer's read of the old value happens before our write.
-            let raw = slot.seq.load(Acquire);
-            // The expected sequence needs no checking; any other does (below).
-            if raw == pos {
-                // Record the claim before making it: if we die after the CAS, others find it.
-                mine.claiming.store(pos, Relaxed);
-                claimed = true;
-                // Release (of AcqRel): makes the claim record visible to whoever acquires the
-                // new position (`repair`).
-                match line
-                    .pos
-                    .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
+        // In a closure, so that no early return skips withdrawing a claim the loop recorded.
+        let result = (|| {
+            // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
+            // moved the position, so the slot's sequence read next is no older than the one
+            // they saw; the lap check below relies on it (found by miri's weak memory).
+            let mut pos = line.pos.load(Acquire);
+            // Spins a little longer after each lost CAS, so contenders spread out (as
+            // crossbeam).
+            let backoff = Backoff::new();
+            loop {
+                let slot = self.mem.slot(pos);
+                // Acquire: pairs with the Release store of the sequence in `dequeue` (or `free`),
+                // so the consumer's read of the old value happens before our write.
+                let raw = slot.seq.load(Acquire);
+                // The expected sequence needs no checking; any other does (below).
+                if raw == pos {
+                    // Record the claim before making it: if we die after the CAS, others find it.
+                    mine.claiming.store(pos, Relaxed);
+                    claimed = true;
+                    // Release (of AcqRel): makes the claim record visible to whoever acquires the
+                    // new position (`repair`).
+                    match line
+                        .pos
+                        .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
+                    {
+                        Ok(_) => {
+                            self.fill(slot, pos, value);
+                            break Ok(true);
+                        }
+                        Err(now) => {
+                            pos = Self::moved("enqueue position", pos, now)?;
+                            backoff.spin();
+                        }
+                    }
+                } else if raw.wrapping_add(self.mem.capacity()) == pos + 1
+                    || self.check_seq(pos, raw)? < pos
                 {
-                    Ok(_) => {
-                        self.fill(slot, pos, value);
-                        break Ok(true);
+                    // The slot still holds the previous lap: full, unless our position is stale.
+                    let now = line.pos.load(Acquire);
+                    if now == pos {
+                        break Ok(false);
                     }
-                    Err(now) => {
-                        pos = Self::moved("enqueue position", pos, now)?;
-                        backoff.spin();
+                    pos = Self::moved("enqueue position", pos, now)?;
+                } else {
+                    // Someone claimed this position already: catch up. A slot cannot be ahead of
+                    // a position that has not moved.
+                    let now = line.pos.load(Acquire);
+                    if now == pos {
+                        break Err(Corruption {
+                            counter: "slot sequence",
+                            found: raw,
+                            min: pos,
+                            max: pos,
+                        });
                     }
+                    pos = Self::moved("enqueue position", pos, now)?;
                 }
-            } else if raw.wrapping_add(self.mem.capacity()) == pos + 1
-                || self.check_seq(pos, raw)? < pos
-            {
-                // The slot still holds the previous lap: full, unless our position is stale.
-                let now = line.pos.load(Acquire);
-                if now == pos {
-                    break Ok(false);
-                }
-                pos = Self::moved("enqueue position", pos, now)?;
-            } else {
-                // Someone claimed this position already: catch up. A slot cannot be ahead of
-                // a position that has not moved.
-                let now = line.pos.load(Acquire);
-                if now == pos {
-                    return Err(Corruption {
-                        counter: "slot sequence",
-                        found: raw,
-                        min: pos,
-                        max: pos,
-                    });
-                }
-                pos = Self::moved("enqueue position", pos, now)?;
             }
-        };
+        })();
         if claimed {
             mine.claiming.store(IDLE, Release);
         }
@@ -280,20 +284,21 @@ impl<T: Copy> Endpoint<T> {
         result
     }
 
-    /// Takes the next value, if any.
+    /// Claims the next value, if any.
     #[inline(always)]
-    pub(crate) fn dequeue(&self) -> Result<Dequeued<T>, Corruption> {
-        if let Some(value) = self.dequeue_at_once() {
-            return Ok(Dequeued::Value(value));
+    pub(crate) fn dequeue(&self) -> Result<Dequeued, Corruption> {
+        if let Some(pos) = self.dequeue_at_once() {
+            return Ok(Dequeued::Claimed(pos));
         }
         self.dequeue_contended()
     }
 
     /// `dequeue`'s common case, small enough to inline everywhere: the slot at the dequeue
-    /// position holds a published value (no tombstone) and the first CAS wins. `None` if
-    /// not; then nothing was taken and no claim is left recorded.
+    /// position holds a published value (no tombstone) and the first CAS wins; returns the
+    /// claimed position, to [`take`](Self::take). `None` if not; then nothing was claimed and
+    /// no claim is left recorded.
     #[inline(always)]
-    pub(crate) fn dequeue_at_once(&self) -> Option<T> {
+    pub(crate) fn dequeue_at_once(&self) -> Option<u64> {
         let line = self.mem.consumer_line();
         // Acquire: as in `dequeue_contended`.
         let pos = line.pos.load(Acquire);
@@ -314,94 +319,104 @@ impl<T: Copy> Endpoint<T> {
             mine.claiming.store(IDLE, Release);
             return None;
         }
-        let value = self.empty(slot, pos, true);
-        mine.claiming.store(IDLE, Release);
-        wait::notify(line);
+        Some(pos)
+    }
+
+    /// Takes the value at `pos`, which this consumer claimed (`Dequeued::Claimed`): reads it,
+    /// then frees the slot. The one place a popped value is read: what comes before returns
+    /// positions, so a large `T` is copied once, not once per layer.
+    #[inline(always)]
+    pub(crate) fn take(&self, pos: u64) -> T {
+        let slot = self.mem.slot(pos);
+        // SAFETY: our CAS gave us position `pos`, whose value was published (sequence
+        // `pos + 1`); no producer writes it until we free the slot below.
+        let value = slot.value.with(|p| unsafe { p.read() });
+        self.release(slot, pos);
         value
     }
 
-    /// Reads the value out of the slot of `pos` (unless it is a tombstone: `live` false),
-    /// which this consumer's CAS claimed, and frees the slot for the next lap.
+    /// Frees the slot of `pos`, which this consumer claimed and is done with, for the next
+    /// lap; withdraws the claim and wakes a parked producer.
     #[inline(always)]
-    fn empty(&self, slot: &MpmcSlot<T>, pos: u64, live: bool) -> Option<T> {
-        let value = live.then(|| {
-            // SAFETY: the CAS gave us position `pos`, whose value was published (sequence
-            // `pos + 1`); no producer writes it until we free it.
-            slot.value.with(|p| unsafe { p.read() })
-        });
+    fn release(&self, slot: &MpmcSlot<T>, pos: u64) {
         // Release: pairs with the Acquire load in `enqueue`: our read happens before the
         // producer of the next lap overwrites the value.
         slot.seq.store(pos + self.mem.capacity(), Release);
-        value
+        self.my_entry().claiming.store(IDLE, Release);
+        wait::notify(self.mem.consumer_line());
     }
 
     /// `dequeue` in full: stale positions, lost CASes, tombstones, empty and pending slots,
     /// checked sequences.
     #[inline(never)]
-    fn dequeue_contended(&self) -> Result<Dequeued<T>, Corruption> {
+    fn dequeue_contended(&self) -> Result<Dequeued, Corruption> {
         let line = self.mem.consumer_line();
         let mine = self.my_entry();
-        // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
-        // moved the position, so the slot's sequence read next is no older than the one
-        // they saw; the lap check below relies on it (found by miri's weak memory).
-        let mut pos = line.pos.load(Acquire);
         let mut claimed = false;
-        // Spins a little longer after each lost CAS, so contenders spread out (as crossbeam).
-        let backoff = Backoff::new();
-        let result = loop {
-            let slot = self.mem.slot(pos);
-            // Acquire: pairs with the Release store of the sequence in `enqueue` (or of a
-            // tombstone in `bury`), so the value is visible.
-            let raw = slot.seq.load(Acquire);
-            // The expected sequence (or its tombstone) needs no checking; any other does.
-            if raw & !TOMB == pos + 1 {
-                mine.claiming.store(pos, Relaxed);
-                claimed = true;
-                // Release (of AcqRel): makes the claim record visible to `repair`.
-                match line
-                    .pos
-                    .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
-                {
-                    Ok(_) => {
-                        let value = self.empty(slot, pos, raw & TOMB == 0);
-                        break Ok(value.map_or(Dequeued::Skipped(pos), Dequeued::Value));
+        // In a closure, so that no early return skips withdrawing a claim the loop recorded.
+        let result = (|| {
+            // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
+            // moved the position, so the slot's sequence read next is no older than the one
+            // they saw; the lap check below relies on it (found by miri's weak memory).
+            let mut pos = line.pos.load(Acquire);
+            // Spins a little longer after each lost CAS, so contenders spread out (as
+            // crossbeam).
+            let backoff = Backoff::new();
+            loop {
+                let slot = self.mem.slot(pos);
+                // Acquire: pairs with the Release store of the sequence in `enqueue` (or of a
+                // tombstone in `bury`), so the value is visible.
+                let raw = slot.seq.load(Acquire);
+                // The expected sequence (or its tombstone) needs no checking; any other does.
+                if raw & !TOMB == pos + 1 {
+                    mine.claiming.store(pos, Relaxed);
+                    claimed = true;
+                    // Release (of AcqRel): makes the claim record visible to `repair`.
+                    match line
+                        .pos
+                        .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
+                    {
+                        Ok(_) if raw & TOMB == 0 => break Ok(Dequeued::Claimed(pos)),
+                        Ok(_) => {
+                            // A dead producer's tombstone: nothing to read.
+                            self.release(slot, pos);
+                            break Ok(Dequeued::Skipped(pos));
+                        }
+                        Err(now) => {
+                            pos = Self::moved("dequeue position", pos, now)?;
+                            backoff.spin();
+                        }
                     }
-                    Err(now) => {
+                } else if raw == pos || self.check_seq(pos, raw)? <= pos {
+                    let now = line.pos.load(Acquire);
+                    if now != pos {
                         pos = Self::moved("dequeue position", pos, now)?;
-                        backoff.spin();
+                        continue;
                     }
-                }
-            } else if raw == pos || self.check_seq(pos, raw)? <= pos {
-                let now = line.pos.load(Acquire);
-                if now != pos {
-                    pos = Self::moved("dequeue position", pos, now)?;
-                    continue;
-                }
-                // Acquire: pairs with the claim CAS in `enqueue`.
-                let enqueued = self.mem.producer_line().pos.load(Acquire);
-                break Ok(if enqueued > pos {
-                    Dequeued::Pending
-                } else {
-                    Dequeued::Empty
-                });
-            } else {
-                let now = line.pos.load(Acquire);
-                if now == pos {
-                    return Err(Corruption {
-                        counter: "slot sequence",
-                        found: raw,
-                        min: pos + 1,
-                        max: pos + 1,
+                    // Acquire: pairs with the claim CAS in `enqueue`.
+                    let enqueued = self.mem.producer_line().pos.load(Acquire);
+                    break Ok(if enqueued > pos {
+                        Dequeued::Pending
+                    } else {
+                        Dequeued::Empty
                     });
+                } else {
+                    let now = line.pos.load(Acquire);
+                    if now == pos {
+                        break Err(Corruption {
+                            counter: "slot sequence",
+                            found: raw,
+                            min: pos + 1,
+                            max: pos + 1,
+                        });
+                    }
+                    pos = Self::moved("dequeue position", pos, now)?;
                 }
-                pos = Self::moved("dequeue position", pos, now)?;
             }
-        };
-        if claimed {
+        })();
+        // A claimed value keeps its claim until `take`; a skipped tombstone's went with it.
+        if claimed && !matches!(result, Ok(Dequeued::Claimed(_) | Dequeued::Skipped(_))) {
             mine.claiming.store(IDLE, Release);
-        }
-        if matches!(result, Ok(Dequeued::Value(_) | Dequeued::Skipped(_))) {
-            wait::notify(line);
         }
         result
     }
@@ -539,19 +554,20 @@ impl<T: Copy> Endpoint<T> {
         None
     }
 
-    /// One pop attempt: done, or `None` when empty with producers still there.
-    /// `Disconnected` only once the ring is drained.
-    pub(crate) fn try_pop(
+    /// One pop attempt: a claimed position to [`take`](Self::take), an error for good, or
+    /// `None` when empty with producers still there. `Disconnected` only once the ring is
+    /// drained.
+    pub(crate) fn try_claim(
         &self,
         probe: bool,
         alive: &mut impl FnMut(usize) -> bool,
-    ) -> Option<Result<T, TryPopError>> {
+    ) -> Option<Result<u64, TryPopError>> {
         // Each round either returns or made progress (a repair); three cover "gone, recheck,
         // repair, recheck".
         for _ in 0..3 {
             match self.dequeue() {
                 Err(c) => return Some(Err(TryPopError::Corrupt(c))),
-                Ok(Dequeued::Value(value)) => return Some(Ok(value)),
+                Ok(Dequeued::Claimed(pos)) => return Some(Ok(pos)),
                 Ok(Dequeued::Skipped(position)) => {
                     return Some(Err(TryPopError::ProducerDied { position }))
                 }
@@ -562,7 +578,7 @@ impl<T: Copy> Endpoint<T> {
                     // Gone: what they published before going is visible now; one more look.
                     match self.dequeue() {
                         Err(c) => return Some(Err(TryPopError::Corrupt(c))),
-                        Ok(Dequeued::Value(value)) => return Some(Ok(value)),
+                        Ok(Dequeued::Claimed(pos)) => return Some(Ok(pos)),
                         Ok(Dequeued::Skipped(position)) => {
                             return Some(Err(TryPopError::ProducerDied { position }))
                         }
@@ -607,16 +623,15 @@ impl<T: Copy> Endpoint<T> {
         deadline: Option<Instant>,
         alive: &mut impl FnMut(usize) -> bool,
     ) -> Result<T, PopError> {
-        let first = self.try_pop(false, alive);
+        let first = self.try_claim(false, alive);
         let outcome = first.or_else(|| {
             wait::block_on(self.mem.producer_line(), mode, deadline, |probe| {
-                self.try_pop(probe, alive)
+                self.try_claim(probe, alive)
             })
         });
-        // `try_pop` reports an empty ring as None: at the end of the wait that is a timeout.
-        outcome
-            .unwrap_or(Err(TryPopError::Empty))
-            .map_err(PopError::from)
+        // `try_claim` reports an empty ring as None: at the end of the wait that is a timeout.
+        let pos = outcome.unwrap_or(Err(TryPopError::Empty))?;
+        Ok(self.take(pos))
     }
 }
 
@@ -662,9 +677,10 @@ mod tests {
         (p, c)
     }
 
-    fn value(d: Dequeued<u64>) -> Option<u64> {
-        match d {
-            Dequeued::Value(v) => Some(v),
+    /// What `c` dequeues: the value, if it claimed one.
+    fn value(c: &Endpoint<u64>) -> Option<u64> {
+        match c.dequeue().unwrap() {
+            Dequeued::Claimed(pos) => Some(c.take(pos)),
             _ => None,
         }
     }
@@ -678,7 +694,7 @@ mod tests {
             }
             assert_eq!(p.enqueue(99), Ok(false));
             for i in 0..4 {
-                assert_eq!(value(c.dequeue().unwrap()), Some(lap * 10 + i));
+                assert_eq!(value(&c), Some(lap * 10 + i));
             }
             assert!(matches!(c.dequeue(), Ok(Dequeued::Empty)));
         }
@@ -694,13 +710,13 @@ mod tests {
         dead.my_entry().claiming.store(1, Relaxed);
         mem.producer_line().pos.store(2, Relaxed);
         p.enqueue(12).unwrap();
-        assert_eq!(value(c.dequeue().unwrap()), Some(10));
+        assert_eq!(value(&c), Some(10));
         assert!(matches!(c.dequeue(), Ok(Dequeued::Pending)));
         // While it lives, nothing is repaired.
         assert!(!c.repair(&mut |_| true));
         assert!(c.repair(&mut |i| i != 2));
         assert!(matches!(c.dequeue(), Ok(Dequeued::Skipped(1))));
-        assert_eq!(value(c.dequeue().unwrap()), Some(12));
+        assert_eq!(value(&c), Some(12));
     }
 
     #[test]
@@ -713,11 +729,11 @@ mod tests {
         // The dead consumer took position 0 and never released the slot.
         dead.my_entry().claiming.store(0, Relaxed);
         mem.consumer_line().pos.store(1, Relaxed);
-        assert_eq!(value(c.dequeue().unwrap()), Some(2));
+        assert_eq!(value(&c), Some(2));
         assert_eq!(p.enqueue(3), Ok(false), "slot 0 is still held");
         assert!(p.repair(&mut |i| i != 3));
         assert_eq!(p.enqueue(3), Ok(true));
-        assert_eq!(value(c.dequeue().unwrap()), Some(3));
+        assert_eq!(value(&c), Some(3));
     }
 
     #[test]

@@ -304,28 +304,36 @@ impl<T: Copy> Consumer<T> {
         Ok(())
     }
 
-    /// Pops one value if the cached tail shows one, reading nothing the producer writes
-    /// but the slot: `None` when it shows none (then [`pop`](Self::pop) looks again).
+    /// Whether the cached tail shows an item, reading nothing the producer writes.
     #[inline(always)]
-    pub(crate) fn pop_cached(&mut self) -> Option<T> {
-        if self.cached_available() == 0 {
-            return None;
-        }
-        // SAFETY: head < tail: the producer published this slot and will not write it again
-        // until we release it; it holds a valid T (T: Pod, memory initialised).
+    pub(crate) fn has_cached(&self) -> bool {
+        self.cached_available() > 0
+    }
+
+    /// Takes the next item, which [`has_cached`](Self::has_cached) (or a `ready` answer)
+    /// showed is there. The one place a popped value is read: everything that decides
+    /// whether there is one returns no `T`, so a large `T` is copied once, not once per layer.
+    #[inline(always)]
+    pub(crate) fn take(&mut self) -> T {
+        debug_assert!(self.has_cached());
+        // SAFETY: head < tail (the caller's check): the producer published this slot and will
+        // not write it again until we release it; it holds a valid T (T: Pod, memory
+        // initialised).
         let value = self.mem.slot(self.head).with(|p| unsafe { p.read() });
         self.release(1);
-        Some(value)
+        value
+    }
+
+    /// Whether an item is ready, re-reading the producer's position if the cache shows none.
+    #[inline]
+    pub(crate) fn ready(&mut self) -> Result<bool, Corruption> {
+        Ok(self.available(1)? > 0)
     }
 
     /// Pops one value if there is one: `Ok(None)` when empty.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Result<Option<T>, Corruption> {
-        if let Some(value) = self.pop_cached() {
-            return Ok(Some(value));
-        }
-        self.refresh()?;
-        Ok(self.pop_cached())
+        Ok(self.ready()?.then(|| self.take()))
     }
 
     /// Pops as many values as are ready into the front of `out`, with one publication.
@@ -375,26 +383,40 @@ impl<T: Copy> Consumer<T> {
         peer_gone(&self.mem.header().producer_state, probe, died)
     }
 
-    /// One pop attempt: done (a value, or failed for good), or `None` when the ring is empty
-    /// and the producer still there. `Disconnected` only once the ring is drained.
+    /// One look for an item: `Ok(())` when one is ready to [`take`](Self::take), an error
+    /// for good, or `None` when the ring is empty and the producer still there.
+    /// `Disconnected` only once the ring is drained.
     #[inline]
+    pub(crate) fn try_ready(
+        &mut self,
+        probe: bool,
+        died: &mut impl FnMut() -> bool,
+    ) -> Option<Result<(), TryPopError>> {
+        let ready = match self.ready() {
+            // The producer's last commits happen before its close (and its death is seen
+            // after them): look once more before declaring the ring drained.
+            Ok(false) if self.producer_gone(probe, died) => match self.ready() {
+                Ok(false) => return Some(Err(TryPopError::Disconnected)),
+                other => other,
+            },
+            other => other,
+        };
+        match ready {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(c) => Some(Err(TryPopError::Corrupt(c))),
+        }
+    }
+
+    /// One pop attempt: done (a value, or failed for good), or `None` when the ring is empty
+    /// and the producer still there.
+    #[cfg(shmlane_loom)]
     pub(crate) fn try_pop(
         &mut self,
         probe: bool,
         died: &mut impl FnMut() -> bool,
     ) -> Option<Result<T, TryPopError>> {
-        match self.pop() {
-            Ok(Some(value)) => Some(Ok(value)),
-            // The producer's last commits happen before its close (and its death is seen
-            // after them): look once more before declaring the ring drained.
-            Ok(None) if self.producer_gone(probe, died) => match self.pop() {
-                Ok(Some(value)) => Some(Ok(value)),
-                Ok(None) => Some(Err(TryPopError::Disconnected)),
-                Err(c) => Some(Err(TryPopError::Corrupt(c))),
-            },
-            Ok(None) => None,
-            Err(c) => Some(Err(TryPopError::Corrupt(c))),
-        }
+        Some(self.try_ready(probe, died)?.map(|()| self.take()))
     }
 
     /// Pops, waiting for an item as `mode` says until `deadline`.
@@ -404,20 +426,19 @@ impl<T: Copy> Consumer<T> {
         deadline: Option<Instant>,
         died: &mut impl FnMut() -> bool,
     ) -> Result<T, PopError> {
-        let outcome = match self.try_pop(false, died) {
+        let outcome = match self.try_ready(false, died) {
             Some(done) => Some(done),
             None => {
                 // Only now: the clone (an Arc increment) would cost every pop.
                 let mem = self.mem.clone();
                 wait::block_on(mem.producer_line(), mode, deadline, |probe| {
-                    self.try_pop(probe, died)
+                    self.try_ready(probe, died)
                 })
             }
         };
-        // `try_pop` reports an empty ring as None: at the end of the wait that is a timeout.
-        outcome
-            .unwrap_or(Err(TryPopError::Empty))
-            .map_err(PopError::from)
+        // `try_ready` reports an empty ring as None: at the end of the wait that is a timeout.
+        outcome.unwrap_or(Err(TryPopError::Empty))?;
+        Ok(self.take())
     }
 
     /// Waits as `mode` says until `deadline` for `n` items; returns early (Ok) when the
