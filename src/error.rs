@@ -296,6 +296,11 @@ pub enum ChunkError {
     Disconnected,
     /// A blocking reservation waited its whole timeout.
     Timeout,
+    /// MPMC `pop_slice` only: see [`TryPopError::ProducerDied`].
+    ProducerDied {
+        /// The skipped position.
+        position: u64,
+    },
     /// The shared header holds an impossible value.
     Corrupt(Corruption),
 }
@@ -349,24 +354,6 @@ value_error!(PushError {
     Disconnected() => "the consumer is gone",
     Corrupt(c) => "the shared header is corrupt"
 });
-
-macro_rules! plain_error {
-    ($name:ident { $($variant:ident $(($extra:ident))? => $text:literal),* }) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self {
-                    $($name::$variant $(($extra))? => {
-                        f.write_str($text)?;
-                        $(write!(f, ": {}", $extra)?;)?
-                        Ok(())
-                    })*
-                }
-            }
-        }
-
-        impl std::error::Error for $name {}
-    };
-}
 
 const DRAINED: &str = "the producer is gone and the ring is drained";
 
@@ -438,9 +425,18 @@ impl<T> From<TryPushError<T>> for PushError<T> {
 impl std::error::Error for TryPopError {}
 impl std::error::Error for PopError {}
 
-plain_error!(ChunkError {
-    TooFew(n) => "fewer slots or items than asked for; available now",
-    Disconnected => "the peer is gone",
-    Timeout => "the wait timed out",
-    Corrupt(c) => "the shared header is corrupt"
-});
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChunkError::TooFew(n) => {
+                write!(f, "fewer slots or items than asked for; available now: {n}")
+            }
+            ChunkError::Disconnected => f.write_str("the peer is gone"),
+            ChunkError::Timeout => f.write_str("the wait timed out"),
+            ChunkError::ProducerDied { position } => producer_died(f, *position),
+            ChunkError::Corrupt(c) => write!(f, "the shared header is corrupt: {c}"),
+        }
+    }
+}
+
+impl std::error::Error for ChunkError {}

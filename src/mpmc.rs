@@ -24,8 +24,10 @@
 //! # When a process dies mid-operation
 //! - A producer that dies after claiming a slot and before publishing it leaves a hole. A
 //!   consumer that reaches it finds the producer dead (its lock is gone), skips the slot and
-//!   returns [`PopError::ProducerDied`] (or [`TryPopError::ProducerDied`]) with its position,
-//!   once; the next pop continues with the items after it. Every item that was published,
+//!   returns [`PopError::ProducerDied`] (or [`TryPopError::ProducerDied`], or from
+//!   `pop_slice`, [`ChunkError::ProducerDied`]) with its position, once; the next pop
+//!   continues with the items after it. A `pop_slice` that popped items before reaching the
+//!   hole returns them, and the next pop reports the hole. Every item that was published,
 //!   before or after the hole, is delivered exactly once. A blocked consumer notices within
 //!   about 50 ms.
 //! - A consumer that dies after taking an item and before releasing its slot loses that one
@@ -102,7 +104,10 @@ impl<T: Pod> Channel<T> {
     /// Registers a new consumer. `Error::RegistryFull` when every entry is held by a live
     /// endpoint.
     pub fn consumer(&self) -> Result<Consumer<T>, Error> {
-        Ok(Consumer(self.endpoint(entry_state::CONSUMER)?))
+        Ok(Consumer {
+            ends: self.endpoint(entry_state::CONSUMER)?,
+            hole: None,
+        })
     }
 
     fn endpoint(&self, role: u32) -> Result<Registered<T>, Error> {
@@ -223,12 +228,19 @@ impl<T: Pod> Producer<T> {
 }
 
 /// A receiving end. `Send`, not `Sync`: one thread uses it at a time; make one per thread.
-pub struct Consumer<T: Pod>(Registered<T>);
+pub struct Consumer<T: Pod> {
+    ends: Registered<T>,
+    /// A hole `pop_slice` skipped after it had popped values: reported by the next call.
+    hole: Option<u64>,
+}
 
 impl<T: Pod> Consumer<T> {
     /// Pops a value if one is ready, without waiting.
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        let r = &mut self.0;
+        if let Some(position) = self.hole.take() {
+            return Err(TryPopError::ProducerDied { position });
+        }
+        let r = &mut self.ends;
         let pos = match r.core.dequeue_at_once() {
             Some(pos) => {
                 r.probe.hit();
@@ -236,14 +248,14 @@ impl<T: Pod> Consumer<T> {
             }
             None => self.claim_slow()?,
         };
-        Ok(self.0.core.take(pos))
+        Ok(self.ends.core.take(pos))
     }
 
     /// `try_pop` past its common case: an empty ring, a pending slot, a lost CAS, or a
     /// dead producer's tombstone. The claimed position when there is a value to take.
     #[inline(never)]
     fn claim_slow(&mut self) -> Result<u64, TryPopError> {
-        let r = &mut self.0;
+        let r = &mut self.ends;
         if let Some(result) = r.core.try_claim(false, &mut |_| true) {
             r.probe.hit();
             return result;
@@ -269,8 +281,11 @@ impl<T: Pod> Consumer<T> {
     }
 
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
-        self.0.probe.hit();
-        let r = &self.0;
+        if let Some(position) = self.hole.take() {
+            return Err(PopError::ProducerDied { position });
+        }
+        self.ends.probe.hit();
+        let r = &self.ends;
         r.core.pop_until(
             r.wait,
             deadline,
@@ -279,31 +294,40 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Pops ready values into the front of `out` until the ring is empty; returns how many.
-    /// `Disconnected` only when nothing was popped and every producer is gone.
+    /// An error only when nothing was popped: `Disconnected` once every producer is gone and
+    /// the ring drained, `ProducerDied` for a hole. A hole met after some values is reported
+    /// by the next pop (of any kind), so the values popped before it are not lost.
     pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, ChunkError> {
         for (popped, slot) in out.iter_mut().enumerate() {
-            match self.try_pop() {
-                Ok(value) => *slot = value,
+            let error = match self.try_pop() {
+                Ok(value) => {
+                    *slot = value;
+                    continue;
+                }
                 Err(TryPopError::Empty) => return Ok(popped),
-                Err(TryPopError::Disconnected) if popped == 0 => {
-                    return Err(ChunkError::Disconnected)
+                Err(TryPopError::Disconnected) => ChunkError::Disconnected,
+                Err(TryPopError::ProducerDied { position }) if popped > 0 => {
+                    self.hole = Some(position);
+                    return Ok(popped);
                 }
-                Err(TryPopError::Disconnected | TryPopError::ProducerDied { .. }) => {
-                    return Ok(popped)
+                Err(TryPopError::ProducerDied { position }) => {
+                    ChunkError::ProducerDied { position }
                 }
-                Err(TryPopError::Corrupt(c)) => return Err(ChunkError::Corrupt(c)),
-            }
+                Err(TryPopError::Corrupt(c)) => ChunkError::Corrupt(c),
+            };
+            // What was popped is the caller's; a lasting failure shows again next call.
+            return if popped > 0 { Ok(popped) } else { Err(error) };
         }
         Ok(out.len())
     }
 
     /// Slots in the ring.
     pub fn capacity(&self) -> usize {
-        self.0.core.mem().capacity() as usize
+        self.ends.core.mem().capacity() as usize
     }
 
     /// How blocking calls wait (default [`WaitMode::Adaptive`]).
     pub fn set_wait_mode(&mut self, mode: WaitMode) {
-        self.0.wait = mode;
+        self.ends.wait = mode;
     }
 }

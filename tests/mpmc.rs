@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytemuck::{Pod, Zeroable};
 use common::offsets::{CONSUMER_POS, ENTRY_CLAIMING, ENTRY_LEN, PRODUCER_POS, REGISTRY};
 use common::{eventually, fork, unique, Child, Raw, ScratchDir};
-use shmlane::{mpmc, Backing, Error, PopError, PushError};
+use shmlane::{mpmc, Backing, ChunkError, Error, PopError, PushError, TryPopError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
@@ -192,27 +192,32 @@ fn entry_states(raw: &Raw, len: usize) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
-    let _serial = common::serial();
-    let name = unique("mpmc-hole");
+/// A channel whose position 1 is a hole: job 0 at position 0, then a producer process that
+/// claimed position 1 as the protocol says (record first, then CAS) and never publishes, then
+/// jobs 1..4 at positions 2..5. The holder is still alive (it waits in `pause`).
+fn channel_with_a_hole_at_1(
+    name: &str,
+) -> (
+    mpmc::Channel<Job>,
+    mpmc::Consumer<Job>,
+    mpmc::Producer<Job>,
+    Child,
+) {
     let chan = mpmc::Channel::<Job>::builder()
         .capacity(16)
         .registry_len(4)
-        .create(Backing::shm(&name))
+        .create(Backing::shm(name))
         .unwrap();
-    let mut rx = chan.consumer().unwrap(); // entry 0
+    let rx = chan.consumer().unwrap(); // entry 0
     let mut tx = chan.producer().unwrap(); // entry 1
     tx.push(Job {
         producer: 0,
         seq: 0,
     })
     .unwrap();
-    // A producer process (entry 2) that claims position 1 as the protocol says, record
-    // first, then CAS, and is killed before it publishes.
-    let n = name.clone();
-    let mut dying = fork(move || {
-        let _tx = open(&n).producer().unwrap();
+    let n = name.to_string();
+    let holder = fork(move || {
+        let _tx = open(&n).producer().unwrap(); // entry 2
         let raw = Raw::shm(&n, 4096);
         raw.u64(claiming(2)).store(1, Relaxed);
         assert_eq!(
@@ -225,7 +230,7 @@ fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
             unsafe { libc::pause() };
         }
     });
-    let raw = Raw::shm(&name, 4096);
+    let raw = Raw::shm(name, 4096);
     assert!(eventually(Duration::from_secs(10), || raw
         .u64(PRODUCER_POS)
         .load(Relaxed)
@@ -233,6 +238,14 @@ fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
     for seq in 1..4 {
         tx.push(Job { producer: 0, seq }).unwrap();
     }
+    (chan, rx, tx, holder)
+}
+
+#[test]
+fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
+    let _serial = common::serial();
+    let name = unique("mpmc-hole");
+    let (_chan, mut rx, tx, mut dying) = channel_with_a_hole_at_1(&name);
     assert_eq!(
         rx.pop(),
         Ok(Job {
@@ -255,6 +268,60 @@ fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
     }
     drop(tx);
     assert_eq!(rx.pop(), Err(PopError::Disconnected));
+}
+
+#[test]
+fn pop_slice_keeps_what_it_popped_before_a_hole_and_the_next_pops_report_it_once() {
+    let _serial = common::serial();
+    let name = unique("mpmc-slice-hole");
+    let (_chan, mut rx, _tx, mut dying) = channel_with_a_hole_at_1(&name);
+    dying.kill();
+    // Past the probe interval, so the first pop that meets the hole checks its producer.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut out = [Job::zeroed(); 8];
+    // Job 0, then the hole: the slice ends there, and the job is not lost to the error.
+    assert_eq!(rx.pop_slice(&mut out), Ok(1));
+    assert_eq!(
+        out[0],
+        Job {
+            producer: 0,
+            seq: 0
+        }
+    );
+    // The next pop reports the hole, once.
+    assert_eq!(rx.try_pop(), Err(TryPopError::ProducerDied { position: 1 }));
+    assert_eq!(rx.pop_slice(&mut out), Ok(3));
+    for (seq, job) in (1..4).zip(&out) {
+        assert_eq!(*job, Job { producer: 0, seq });
+    }
+    assert_eq!(rx.pop_slice(&mut out), Ok(0));
+}
+
+#[test]
+fn pop_slice_that_meets_a_hole_first_reports_it() {
+    let _serial = common::serial();
+    let name = unique("mpmc-slice-hole-first");
+    let (_chan, mut rx, _tx, mut dying) = channel_with_a_hole_at_1(&name);
+    assert_eq!(
+        rx.pop(),
+        Ok(Job {
+            producer: 0,
+            seq: 0
+        })
+    );
+    dying.kill();
+    let mut out = [Job::zeroed(); 8];
+    // The first looks may come before the probe interval is over: nothing then.
+    let mut result = Ok(0);
+    assert!(eventually(Duration::from_secs(5), || {
+        result = rx.pop_slice(&mut out);
+        result != Ok(0)
+    }));
+    assert_eq!(result, Err(ChunkError::ProducerDied { position: 1 }));
+    assert_eq!(rx.pop_slice(&mut out), Ok(3));
+    for (seq, job) in (1..4).zip(&out) {
+        assert_eq!(*job, Job { producer: 0, seq });
+    }
 }
 
 #[test]
