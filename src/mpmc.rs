@@ -201,17 +201,17 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Pushes values from the front of `values` until the ring is full; returns how many.
+    /// An error only when nothing was pushed, so the count of what went in is never lost
+    /// (a lasting failure shows again on the next call).
     pub fn push_slice(&mut self, values: &[T]) -> Result<usize, ChunkError> {
         for (pushed, value) in values.iter().enumerate() {
-            match self.try_push(*value) {
-                Ok(()) => {}
+            let error = match self.try_push(*value) {
+                Ok(()) => continue,
                 Err(TryPushError::Full(_)) => return Ok(pushed),
-                Err(TryPushError::Disconnected(_)) if pushed == 0 => {
-                    return Err(ChunkError::Disconnected)
-                }
-                Err(TryPushError::Disconnected(_)) => return Ok(pushed),
-                Err(TryPushError::Corrupt(_, c)) => return Err(ChunkError::Corrupt(c)),
-            }
+                Err(TryPushError::Disconnected(_)) => ChunkError::Disconnected,
+                Err(TryPushError::Corrupt(_, c)) => ChunkError::Corrupt(c),
+            };
+            return if pushed > 0 { Ok(pushed) } else { Err(error) };
         }
         Ok(values.len())
     }

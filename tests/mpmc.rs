@@ -324,6 +324,43 @@ fn pop_slice_that_meets_a_hole_first_reports_it() {
     }
 }
 
+/// Byte offset of slot `i`'s sequence word in an MPMC channel of u64 with a registry of 4.
+fn u64_slot_seq(i: usize) -> usize {
+    REGISTRY + 4 * ENTRY_LEN + 16 * i
+}
+
+#[test]
+fn slices_that_meet_corruption_midway_keep_the_count_of_what_moved() {
+    let _serial = common::serial();
+    let name = unique("mpmc-slice-corrupt");
+    let chan = mpmc::Channel::<u64>::builder()
+        .capacity(8)
+        .registry_len(4)
+        .create(Backing::shm(&name))
+        .unwrap();
+    let mut tx = chan.producer().unwrap();
+    let mut rx = chan.consumer().unwrap();
+    let raw = Raw::shm(&name, 4096);
+    // Slot 2 claims to belong to position 5: impossible for the producer at position 2.
+    raw.u64(u64_slot_seq(2)).store(5, Relaxed);
+    assert_eq!(tx.push_slice(&[10, 11, 12, 13]), Ok(2));
+    assert!(matches!(
+        tx.push_slice(&[12, 13]),
+        Err(ChunkError::Corrupt(c)) if c.found == 5
+    ));
+    // Repaired by hand: the producer goes on; then the consumer meets the same lie.
+    raw.u64(u64_slot_seq(2)).store(2, Relaxed);
+    assert_eq!(tx.push_slice(&[12, 13]), Ok(2));
+    raw.u64(u64_slot_seq(2)).store(5, Relaxed);
+    let mut out = [0u64; 8];
+    assert_eq!(rx.pop_slice(&mut out), Ok(2));
+    assert_eq!(out[..2], [10, 11]);
+    assert!(matches!(
+        rx.pop_slice(&mut out),
+        Err(ChunkError::Corrupt(c)) if c.found == 5
+    ));
+}
+
 #[test]
 fn a_producer_killed_mid_stream_loses_no_published_job() {
     let _serial = common::serial();
