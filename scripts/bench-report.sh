@@ -3,26 +3,38 @@
 # median time, and each shmlane case as a ratio to its baseline measured in the same run
 # (baseline time / shmlane time: above 1 means shmlane is faster). Prints the machine first.
 #
-#   scripts/bench-report.sh            # ~5 minutes on 2 cores
+# With RUNS=n (default 1) it runs everything n times and prints, for each case, the median
+# over the runs, and for each ratio the median of the per-run ratios with their range: on a
+# shared machine one run can land in a lucky or an unlucky regime.
+#
+#   scripts/bench-report.sh                 # ~5 minutes on 2 cores
+#   RUNS=3 scripts/bench-report.sh          # ~15 minutes
 #   SHMLANE_PIN=0 scripts/bench-report.sh   # without CPU pinning
 set -euo pipefail
 cd "$(dirname "$0")/.."
+runs="${RUNS:-1}"
 
 echo "## Machine"
 echo
 echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') ($(nproc) CPUs)"
 echo "- kernel: $(uname -r)"
 echo "- rustc: $(rustc --version)"
+echo "- runs: $runs"
 echo
 
-rm -rf target/criterion
-for bench in spsc_threads spsc_processes rtt mpmc; do
-    cargo bench --bench "$bench" -- --warm-up-time 0.5 --measurement-time 1 --noplot >/dev/null 2>&1 ||
-        { echo "cargo bench --bench $bench failed" >&2; exit 1; }
+results="$(mktemp -d)"
+trap 'rm -rf "$results"' EXIT
+for run in $(seq 1 "$runs"); do
+    rm -rf target/criterion
+    for bench in spsc_threads spsc_processes rtt mpmc; do
+        cargo bench --bench "$bench" -- --warm-up-time 0.5 --measurement-time 1 --noplot >/dev/null 2>&1 ||
+            { echo "cargo bench --bench $bench failed" >&2; exit 1; }
+    done
+    mv target/criterion "$results/run$run"
 done
 
-python3 - <<'PY'
-import json, pathlib
+RESULTS="$results" python3 - <<'PY'
+import json, os, pathlib, statistics
 
 # For each shmlane case, its baseline in the same group: (function, parameter or None for
 # "the same parameter").
@@ -37,12 +49,15 @@ def baseline(group, function, param):
         return "crossbeam_array_queue", "threads"
     return None, None
 
-rows = {}
-for est in pathlib.Path("target/criterion").glob("**/new/estimates.json"):
-    meta = json.loads((est.parent / "benchmark.json").read_text())
-    median = json.loads(est.read_text())["median"]["point_estimate"]
-    key = (meta["group_id"], meta["function_id"], meta.get("value_str"))
-    rows[key] = median
+def read_run(path):
+    rows = {}
+    for est in path.glob("**/new/estimates.json"):
+        meta = json.loads((est.parent / "benchmark.json").read_text())
+        median = json.loads(est.read_text())["median"]["point_estimate"]
+        rows[(meta["group_id"], meta["function_id"], meta.get("value_str"))] = median
+    return rows
+
+runs = [read_run(p) for p in sorted(pathlib.Path(os.environ["RESULTS"]).glob("run*"))]
 
 def fmt(ns):
     for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
@@ -50,22 +65,31 @@ def fmt(ns):
             return f"{ns / scale:.3g} {unit}"
     return f"{ns:.3g} ns"
 
+def spread(ratios):
+    """The median ratio, and its range when there is more than one run."""
+    mid = f"{statistics.median(ratios):.2f}x"
+    return mid if len(ratios) == 1 else f"{mid} ({min(ratios):.2f}-{max(ratios):.2f})"
+
 print("| group | case | median | ratio to baseline |")
 print("|---|---|---:|---|")
-for (group, function, param), ns in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][2] or "", kv[0][1])):
+keys = sorted(set().union(*runs), key=lambda k: (k[0], k[2] or "", k[1]))
+for group, function, param in keys:
+    times = [r[(group, function, param)] for r in runs if (group, function, param) in r]
     case = function + (f" / {param}" if param else "")
     ratio = ""
     if function.startswith("shmlane"):
         base_fn, base_param = baseline(group, function, param)
-        base = rows.get((group, base_fn, base_param if base_param is not None else param))
-        if base:
-            ratio = f"{base / ns:.2f}x vs {base_fn}"
-    print(f"| {group} | {case} | {fmt(ns)} | {ratio} |")
+        base_key = (group, base_fn, base_param if base_param is not None else param)
+        ratios = [r[base_key] / r[(group, function, param)]
+                  for r in runs if base_key in r and (group, function, param) in r]
+        if ratios:
+            ratio = f"{spread(ratios)} vs {base_fn}"
+    print(f"| {group} | {case} | {fmt(statistics.median(times))} | {ratio} |")
 
 # Across the process boundary: the same u64 stream between processes and between threads.
-procs = rows.get(("spsc_processes", "shmlane", "8"))
-threads = rows.get(("spsc_threads/u64/chase", "shmlane", None))
-if procs and threads:
+procs_key, threads_key = ("spsc_processes", "shmlane", "8"), ("spsc_threads/u64/chase", "shmlane", None)
+ratios = [r[threads_key] / r[procs_key] for r in runs if procs_key in r and threads_key in r]
+if ratios:
     print()
-    print(f"shmlane u64 between processes vs between threads (chase): {threads / procs:.2f}x")
+    print(f"shmlane u64 between processes vs between threads (chase): {spread(ratios)}")
 PY
