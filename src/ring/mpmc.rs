@@ -189,10 +189,13 @@ impl<T: Copy> Endpoint<T> {
             .is_err()
         {
             // Lost the position: withdraw the claim before the full loop records its own.
-            mine.claiming.store(IDLE, Release);
+            // Relaxed: nothing was written under it.
+            mine.claiming.store(IDLE, Relaxed);
             return false;
         }
         self.fill(slot, pos, value);
+        // Release: pairs with the Acquire load of the claim in `repair`: whoever sees the
+        // claim withdrawn also sees the slot published.
         mine.claiming.store(IDLE, Release);
         wait::notify(line);
         true
@@ -276,6 +279,7 @@ impl<T: Copy> Endpoint<T> {
             }
         })();
         if claimed {
+            // Release: as in `enqueue_at_once`.
             mine.claiming.store(IDLE, Release);
         }
         if result == Ok(true) {
@@ -316,7 +320,8 @@ impl<T: Copy> Endpoint<T> {
             .is_err()
         {
             // Lost the position: withdraw the claim before the full loop records its own.
-            mine.claiming.store(IDLE, Release);
+            // Relaxed: nothing was written under it.
+            mine.claiming.store(IDLE, Relaxed);
             return None;
         }
         Some(pos)
@@ -342,6 +347,8 @@ impl<T: Copy> Endpoint<T> {
         // Release: pairs with the Acquire load in `enqueue`: our read happens before the
         // producer of the next lap overwrites the value.
         slot.seq.store(pos + self.mem.capacity(), Release);
+        // Release: pairs with the Acquire load of the claim in `repair`: whoever sees the
+        // claim withdrawn also sees the slot freed.
         self.my_entry().claiming.store(IDLE, Release);
         wait::notify(self.mem.consumer_line());
     }
@@ -416,6 +423,7 @@ impl<T: Copy> Endpoint<T> {
         })();
         // A claimed value keeps its claim until `take`; a skipped tombstone's went with it.
         if claimed && !matches!(result, Ok(Dequeued::Claimed(_) | Dequeued::Skipped(_))) {
+            // Release: as in `release`.
             mine.claiming.store(IDLE, Release);
         }
         result
