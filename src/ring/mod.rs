@@ -112,6 +112,19 @@ impl<S> RingMem<S> {
         unsafe { self.header.as_ref() }
     }
 
+    /// The header, not tied to a borrow of this handle: for a wait that watches one of its
+    /// lines while its attempts borrow the endpoint holding this handle mutably. (Cloning
+    /// the handle instead costs two atomic operations on the owner's count per wait.)
+    ///
+    /// # Safety
+    /// The reference must not outlive this handle.
+    #[inline(always)]
+    pub(crate) unsafe fn header_detached<'a>(&self) -> &'a Header {
+        // SAFETY: from_raw's contract: valid while `_owner` lives, which this handle keeps
+        // for as long as the caller lets the reference live.
+        unsafe { self.header.as_ref() }
+    }
+
     #[inline(always)]
     pub(crate) fn producer_line(&self) -> &Line {
         &self.header().producer

@@ -204,9 +204,10 @@ impl<T: Copy> Producer<T> {
         let outcome = match self.try_push(value, false, died) {
             Some(done) => Some(done),
             None => {
-                // Only now: the clone (an Arc increment) would cost every push.
-                let mem = self.mem.clone();
-                wait::block_on(mem.consumer_line(), mode, deadline, |probe| {
+                // SAFETY: `self.mem` keeps the header alive and outlives the wait; the
+                // attempts borrow `self` but never replace `self.mem`.
+                let header = unsafe { self.mem.header_detached() };
+                wait::block_on(&header.consumer, mode, deadline, |probe| {
                     self.try_push(value, probe, died)
                 })
             }
@@ -230,8 +231,9 @@ impl<T: Copy> Producer<T> {
                 self.free(n).map_err(ChunkError::Corrupt)?,
             ));
         }
-        let mem = self.mem.clone();
-        let ready = wait::block_on(mem.consumer_line(), mode, deadline, |probe| {
+        // SAFETY: as in `push_until`.
+        let header = unsafe { self.mem.header_detached() };
+        let ready = wait::block_on(&header.consumer, mode, deadline, |probe| {
             if self.consumer_gone(probe, died) {
                 return Some(Err(ChunkError::Disconnected));
             }
@@ -429,9 +431,9 @@ impl<T: Copy> Consumer<T> {
         let outcome = match self.try_ready(false, died) {
             Some(done) => Some(done),
             None => {
-                // Only now: the clone (an Arc increment) would cost every pop.
-                let mem = self.mem.clone();
-                wait::block_on(mem.producer_line(), mode, deadline, |probe| {
+                // SAFETY: as in `Producer::push_until`.
+                let header = unsafe { self.mem.header_detached() };
+                wait::block_on(&header.producer, mode, deadline, |probe| {
                     self.try_ready(probe, died)
                 })
             }
@@ -450,8 +452,9 @@ impl<T: Copy> Consumer<T> {
         deadline: Option<Instant>,
         died: &mut impl FnMut() -> bool,
     ) -> Result<(), ChunkError> {
-        let mem = self.mem.clone();
-        let ready = wait::block_on(mem.producer_line(), mode, deadline, |probe| {
+        // SAFETY: as in `Producer::push_until`.
+        let header = unsafe { self.mem.header_detached() };
+        let ready = wait::block_on(&header.producer, mode, deadline, |probe| {
             match self.available(n) {
                 Ok(ready) if ready >= n => Some(Ok(())),
                 Ok(_) if self.producer_gone(probe, died) => Some(Ok(())),
