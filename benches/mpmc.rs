@@ -8,6 +8,9 @@
 //! Every party is pinned to a CPU of its own where there are enough (`SHMLANE_PIN=0`: none).
 //! Each case runs in two regimes ([`Regime`]): parties that retry at once after a miss, and
 //! parties that back off.
+//!
+//! `SHMLANE_BENCH_GRID=8 cargo bench --bench mpmc -- grid` adds 1..8 producers x 1..8
+//! consumers (threads, backing off), for a machine with 16 CPUs or more.
 
 #[path = "../examples/common/affinity.rs"]
 mod affinity;
@@ -71,21 +74,27 @@ fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64, regime: 
     }
 }
 
-fn run_threads<Q: Queue>(queue: &Q, pairs: usize, regime: Regime, iters: u64) -> Duration {
-    let (txs, rxs) = queue.ends(pairs, pairs);
+fn run_threads<Q: Queue>(
+    queue: &Q,
+    (producers, consumers): (usize, usize),
+    regime: Regime,
+    iters: u64,
+) -> Duration {
+    let (txs, rxs) = queue.ends(producers, consumers);
+    let parties = producers + consumers;
     let stops = AtomicU64::new(0);
-    let barrier = Barrier::new(2 * pairs);
-    let share = iters / pairs as u64;
+    let barrier = Barrier::new(parties);
+    let share = iters / producers as u64;
     // Each party times itself from the barrier: the spawning thread is not pinned and may
     // not get a CPU until the pinned parties are done.
     let (starts, ends): (Vec<Instant>, Vec<(Instant, u64)>) = thread::scope(|s| {
-        let producers: Vec<_> = txs
+        let producing: Vec<_> = txs
             .into_iter()
             .enumerate()
             .map(|(k, mut tx)| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    pin_party(k, 2 * pairs);
+                    pin_party(k, parties);
                     barrier.wait();
                     let start = Instant::now();
                     produce::<Q>(&mut tx, share, regime);
@@ -93,26 +102,26 @@ fn run_threads<Q: Queue>(queue: &Q, pairs: usize, regime: Regime, iters: u64) ->
                 })
             })
             .collect();
-        let consumers: Vec<_> = rxs
+        let consuming: Vec<_> = rxs
             .into_iter()
             .enumerate()
             .map(|(k, mut rx)| {
                 let (barrier, stops) = (&barrier, &stops);
                 s.spawn(move || {
-                    pin_party(pairs + k, 2 * pairs);
+                    pin_party(producers + k, parties);
                     barrier.wait();
-                    let popped = consume::<Q>(&mut rx, stops, pairs as u64, regime);
+                    let popped = consume::<Q>(&mut rx, stops, producers as u64, regime);
                     (Instant::now(), popped)
                 })
             })
             .collect();
         (
-            producers.into_iter().map(|p| p.join().unwrap()).collect(),
-            consumers.into_iter().map(|c| c.join().unwrap()).collect(),
+            producing.into_iter().map(|p| p.join().unwrap()).collect(),
+            consuming.into_iter().map(|c| c.join().unwrap()).collect(),
         )
     });
     let popped: u64 = ends.iter().map(|&(_, n)| n).sum();
-    assert_eq!(popped, share * pairs as u64);
+    assert_eq!(popped, share * producers as u64);
     let start = starts.into_iter().min().unwrap();
     let end = ends.into_iter().map(|(end, _)| end).max().unwrap();
     end - start
@@ -267,18 +276,50 @@ fn mpmc(c: &mut Criterion) {
             group.throughput(Throughput::Elements(1));
             let n = |iters: u64| iters.max(pairs as u64);
             group.bench_function(BenchmarkId::new("shmlane", "threads"), |b| {
-                b.iter_custom(|iters| run_threads(&Shmlane::new(), pairs, regime, n(iters)))
+                b.iter_custom(|iters| {
+                    run_threads(&Shmlane::new(), (pairs, pairs), regime, n(iters))
+                })
             });
             group.bench_function(BenchmarkId::new("shmlane", "processes"), |b| {
                 b.iter_custom(|iters| run_processes(pairs, regime, n(iters)))
             });
             group.bench_function(BenchmarkId::new("crossbeam_array_queue", "threads"), |b| {
-                b.iter_custom(|iters| run_threads(&ArrayQueue, pairs, regime, n(iters)))
+                b.iter_custom(|iters| run_threads(&ArrayQueue, (pairs, pairs), regime, n(iters)))
             });
             group.bench_function(
                 BenchmarkId::new("crossbeam_channel_bounded", "threads"),
-                |b| b.iter_custom(|iters| run_threads(&Channel, pairs, regime, n(iters))),
+                |b| b.iter_custom(|iters| run_threads(&Channel, (pairs, pairs), regime, n(iters))),
             );
+            group.finish();
+        }
+    }
+}
+
+/// With `SHMLANE_BENCH_GRID=n`: 1..=n producers x 1..=n consumers, threads, backing off
+/// after a miss, shmlane beside ArrayQueue: the scaling table, for a machine with at least
+/// 2n CPUs (`scripts/bench-report.sh` prints it as a grid). Off by default: on fewer CPUs
+/// it measures the scheduler.
+fn mpmc_grid(c: &mut Criterion) {
+    let Some(n) = std::env::var("SHMLANE_BENCH_GRID")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    for producers in 1..=n {
+        for consumers in 1..=n {
+            let shape = (producers, consumers);
+            let mut group = c.benchmark_group(format!("mpmc_grid/{producers}p{consumers}c"));
+            group.throughput(Throughput::Elements(1));
+            let n = |iters: u64| iters.max(producers as u64);
+            group.bench_function(BenchmarkId::new("shmlane", "threads"), |b| {
+                b.iter_custom(|iters| {
+                    run_threads(&Shmlane::new(), shape, Regime::Backoff, n(iters))
+                })
+            });
+            group.bench_function(BenchmarkId::new("crossbeam_array_queue", "threads"), |b| {
+                b.iter_custom(|iters| run_threads(&ArrayQueue, shape, Regime::Backoff, n(iters)))
+            });
             group.finish();
         }
     }
@@ -287,6 +328,6 @@ fn mpmc(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = mpmc
+    targets = mpmc, mpmc_grid
 }
 criterion_main!(benches);

@@ -10,6 +10,7 @@
 #   scripts/bench-report.sh                 # ~5 minutes on 2 cores
 #   RUNS=3 scripts/bench-report.sh          # ~15 minutes
 #   SHMLANE_PIN=0 scripts/bench-report.sh   # without CPU pinning
+#   SHMLANE_BENCH_GRID=8 scripts/bench-report.sh   # also the MPMC scaling grid (16+ CPUs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${RUNS:-1}"
@@ -70,6 +71,10 @@ def spread(ratios):
     mid = f"{statistics.median(ratios):.2f}x"
     return mid if len(ratios) == 1 else f"{mid} ({min(ratios):.2f}-{max(ratios):.2f})"
 
+# The MPMC scaling grid (SHMLANE_BENCH_GRID) gets its own table, after the main one.
+grids = [{k: v for k, v in r.items() if k[0].startswith("mpmc_grid/")} for r in runs]
+runs = [{k: v for k, v in r.items() if not k[0].startswith("mpmc_grid/")} for r in runs]
+
 print("| group | case | median | ratio to baseline |")
 print("|---|---|---:|---|")
 keys = sorted(set().union(*runs), key=lambda k: (k[0], k[2] or "", k[1]))
@@ -92,4 +97,24 @@ ratios = [r[threads_key] / r[procs_key] for r in runs if procs_key in r and thre
 if ratios:
     print()
     print(f"shmlane u64 between processes vs between threads (chase): {spread(ratios)}")
+
+shapes = sorted({tuple(int(x) for x in g.split("/")[1][:-1].split("p")) for r in grids for g, _, _ in r})
+if shapes:
+    producers, consumers = max(p for p, _ in shapes), max(c for _, c in shapes)
+    print()
+    print("MPMC scaling, threads backing off after a miss: shmlane million items/s: its ratio")
+    print("to ArrayQueue in the same run")
+    print()
+    print("| producers \\ consumers | " + " | ".join(str(c) for c in range(1, consumers + 1)) + " |")
+    print("|---" * (consumers + 1) + "|")
+    for p in range(1, producers + 1):
+        cells = []
+        for c in range(1, consumers + 1):
+            group = f"mpmc_grid/{p}p{c}c"
+            mine = [r[(group, "shmlane", "threads")] for r in grids if (group, "shmlane", "threads") in r]
+            ratios = [r[(group, "crossbeam_array_queue", "threads")] / r[(group, "shmlane", "threads")]
+                      for r in grids if (group, "shmlane", "threads") in r
+                      and (group, "crossbeam_array_queue", "threads") in r]
+            cells.append(f"{1e3 / statistics.median(mine):.0f}: {spread(ratios)}" if mine and ratios else "")
+        print(f"| {p} | " + " | ".join(cells) + " |")
 PY
