@@ -316,6 +316,15 @@ macro_rules! value_error {
             }
         }
 
+        impl $name<()> {
+            /// The same failure, carrying `value` back.
+            pub(crate) fn with<T>(self, value: T) -> $name<T> {
+                match self {
+                    $($name::$variant((), $($extra)?) => $name::$variant(value, $($extra)?),)*
+                }
+            }
+        }
+
         impl<T> fmt::Debug for $name<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {

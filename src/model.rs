@@ -131,9 +131,14 @@ pub struct Endpoint<T> {
 impl<T: Copy> Endpoint<T> {
     /// As `mpmc::Producer::try_push`.
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
-        self.core
-            .try_push(value, false, &mut always_alive)
-            .unwrap_or(Err(TryPushError::Full(value)))
+        match self.core.try_claim_slot(false, &mut always_alive) {
+            Some(Ok(pos)) => {
+                self.core.put(pos, value);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e.with(value)),
+            None => Err(TryPushError::Full(value)),
+        }
     }
 
     /// As `mpmc::Producer::push`, parking at once when full.

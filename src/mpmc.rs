@@ -154,28 +154,36 @@ impl<T: Pod> Producer<T> {
     /// Pushes `value` if there is room, without waiting.
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         let r = &mut self.0;
-        if r.core.try_push_at_once(value) {
-            r.probe.hit();
-            return Ok(());
-        }
-        self.try_push_slow(value)
+        let pos = match r.core.claim_slot_if_easy() {
+            Some(pos) => {
+                r.probe.hit();
+                pos
+            }
+            None => match self.claim_slot_slow() {
+                Ok(pos) => pos,
+                Err(e) => return Err(e.with(value)),
+            },
+        };
+        self.0.core.put(pos, value);
+        Ok(())
     }
 
-    /// `try_push` past its common case: a full ring, lost CASes, or no consumers.
+    /// `try_push` past its common case: a full ring, lost CASes, or no consumers. The
+    /// claimed position when there is room.
     #[inline(never)]
-    fn try_push_slow(&mut self, value: T) -> Result<(), TryPushError<T>> {
+    fn claim_slot_slow(&mut self) -> Result<u64, TryPushError<()>> {
         let r = &mut self.0;
-        if let Some(result) = r.core.try_push(value, false, &mut |_| true) {
+        if let Some(result) = r.core.try_claim_slot(false, &mut |_| true) {
             r.probe.hit();
             return result;
         }
         // Full: worth a (rate-limited) look for dead consumers.
         if !r.probe.due() {
-            return Err(TryPushError::Full(value));
+            return Err(TryPushError::Full(()));
         }
         r.core
-            .try_push(value, true, &mut Registered::<T>::alive(&r.lock, r.entry))
-            .unwrap_or(Err(TryPushError::Full(value)))
+            .try_claim_slot(true, &mut Registered::<T>::alive(&r.lock, r.entry))
+            .unwrap_or(Err(TryPushError::Full(())))
     }
 
     /// Pushes `value`, waiting for room as the [`WaitMode`] says; fails with the value once
@@ -192,12 +200,15 @@ impl<T: Pod> Producer<T> {
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
         self.0.probe.hit();
         let r = &self.0;
-        r.core.push_until(
-            value,
-            r.wait,
-            deadline,
-            &mut Registered::<T>::alive(&r.lock, r.entry),
-        )
+        let mut alive = Registered::<T>::alive(&r.lock, r.entry);
+        // The value goes in here, not through the wait's layers (a copy each for a large T).
+        match r.core.claim_slot_until(r.wait, deadline, &mut alive) {
+            Ok(pos) => {
+                r.core.put(pos, value);
+                Ok(())
+            }
+            Err(e) => Err(e.with(value)),
+        }
     }
 
     /// Pushes values from the front of `values` until the ring is full; returns how many.

@@ -158,31 +158,41 @@ impl<T: Copy> Endpoint<T> {
         Ok(now)
     }
 
-    /// Pushes `value` if a slot is free: `Ok(false)` when full.
+    /// Claims a free slot: its position, to [`put`](Self::put) a value in; `None` when full.
     #[inline(always)]
-    pub(crate) fn enqueue(&self, value: T) -> Result<bool, Corruption> {
-        if self.enqueue_at_once(value) {
-            return Ok(true);
+    pub(crate) fn claim_slot(&self) -> Result<Option<u64>, Corruption> {
+        if let Some(pos) = self.claim_slot_at_once() {
+            return Ok(Some(pos));
         }
-        self.enqueue_contended(value)
+        self.claim_slot_contended()
     }
 
-    /// `enqueue`'s common case, small enough to inline everywhere: the slot at the enqueue
-    /// position is free and the first CAS wins. `false` if not; then nothing was pushed and
-    /// no claim is left recorded.
+    /// Pushes `value` if a slot is free: `Ok(false)` when full.
+    #[cfg(test)]
+    pub(crate) fn enqueue(&self, value: T) -> Result<bool, Corruption> {
+        let pos = self.claim_slot()?;
+        if let Some(pos) = pos {
+            self.put(pos, value);
+        }
+        Ok(pos.is_some())
+    }
+
+    /// `claim_slot`'s common case, small enough to inline everywhere: the slot at the
+    /// enqueue position is free and the first CAS wins. `None` if not; then nothing was
+    /// claimed and no claim is left recorded.
     #[inline(always)]
-    fn enqueue_at_once(&self, value: T) -> bool {
+    fn claim_slot_at_once(&self) -> Option<u64> {
         let line = self.mem.producer_line();
-        // Acquire: as in `enqueue_contended`.
+        // Acquire: as in `claim_slot_contended`.
         let pos = line.pos.load(Acquire);
         let slot = self.mem.slot(pos);
-        // Acquire: as in `enqueue_contended`.
+        // Acquire: as in `claim_slot_contended`.
         if slot.seq.load(Acquire) != pos {
-            return false;
+            return None;
         }
         let mine = self.my_entry();
         mine.claiming.store(pos, Relaxed);
-        // Orderings: as in `enqueue_contended`.
+        // Orderings: as in `claim_slot_contended`.
         if line
             .pos
             .compare_exchange(pos, pos + 1, AcqRel, Acquire)
@@ -191,31 +201,33 @@ impl<T: Copy> Endpoint<T> {
             // Lost the position: withdraw the claim before the full loop records its own.
             // Relaxed: nothing was written under it.
             mine.claiming.store(IDLE, Relaxed);
-            return false;
+            return None;
         }
-        self.fill(slot, pos, value);
-        // Release: pairs with the Acquire load of the claim in `repair`: whoever sees the
-        // claim withdrawn also sees the slot published.
-        mine.claiming.store(IDLE, Release);
-        wait::notify(line);
-        true
+        Some(pos)
     }
 
-    /// Writes `value` into the slot of `pos`, which this producer's CAS claimed, and
-    /// publishes it.
+    /// Puts `value` in the slot of `pos`, which this producer claimed (`claim_slot`),
+    /// publishes it, withdraws the claim and wakes a parked consumer. The one place a pushed
+    /// value is written: what comes before returns positions, so a large `T` is not copied
+    /// once per layer.
     #[inline(always)]
-    fn fill(&self, slot: &MpmcSlot<T>, pos: u64, value: T) {
-        // SAFETY: the CAS gave us position `pos`; its slot is free (sequence `pos`) and no
+    pub(crate) fn put(&self, pos: u64, value: T) {
+        let slot = self.mem.slot(pos);
+        // SAFETY: our CAS gave us position `pos`; its slot is free (sequence `pos`) and no
         // one else writes or reads it until we publish.
         slot.value.with_mut(|p| unsafe { p.write(value) });
         // Release: pairs with the Acquire load in `dequeue`: the value is visible before the
         // sequence that says it is there.
         slot.seq.store(pos + 1, Release);
+        // Release: pairs with the Acquire load of the claim in `repair`: whoever sees the
+        // claim withdrawn also sees the slot published.
+        self.my_entry().claiming.store(IDLE, Release);
+        wait::notify(self.mem.producer_line());
     }
 
-    /// `enqueue` in full: stale positions, lost CASes, a full ring, checked sequences.
+    /// `claim_slot` in full: stale positions, lost CASes, a full ring, checked sequences.
     #[inline(never)]
-    fn enqueue_contended(&self, value: T) -> Result<bool, Corruption> {
+    fn claim_slot_contended(&self) -> Result<Option<u64>, Corruption> {
         let line = self.mem.producer_line();
         let mine = self.my_entry();
         let mut claimed = false;
@@ -230,7 +242,7 @@ impl<T: Copy> Endpoint<T> {
             let backoff = Backoff::new();
             loop {
                 let slot = self.mem.slot(pos);
-                // Acquire: pairs with the Release store of the sequence in `dequeue` (or `free`),
+                // Acquire: pairs with the Release store of the sequence in `release` (or `free`),
                 // so the consumer's read of the old value happens before our write.
                 let raw = slot.seq.load(Acquire);
                 // The expected sequence needs no checking; any other does (below).
@@ -244,10 +256,7 @@ impl<T: Copy> Endpoint<T> {
                         .pos
                         .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
                     {
-                        Ok(_) => {
-                            self.fill(slot, pos, value);
-                            break Ok(true);
-                        }
+                        Ok(_) => break Ok(Some(pos)),
                         Err(now) => {
                             pos = Self::moved("enqueue position", pos, now)?;
                             backoff.spin();
@@ -259,7 +268,7 @@ impl<T: Copy> Endpoint<T> {
                     // The slot still holds the previous lap: full, unless our position is stale.
                     let now = line.pos.load(Acquire);
                     if now == pos {
-                        break Ok(false);
+                        break Ok(None);
                     }
                     pos = Self::moved("enqueue position", pos, now)?;
                 } else {
@@ -278,12 +287,10 @@ impl<T: Copy> Endpoint<T> {
                 }
             }
         })();
-        if claimed {
-            // Release: as in `enqueue_at_once`.
-            mine.claiming.store(IDLE, Release);
-        }
-        if result == Ok(true) {
-            wait::notify(line);
+        // A claimed slot keeps its claim until `put`.
+        if claimed && !matches!(result, Ok(Some(_))) {
+            // Relaxed: nothing was written under it.
+            mine.claiming.store(IDLE, Relaxed);
         }
         result
     }
@@ -344,7 +351,7 @@ impl<T: Copy> Endpoint<T> {
     /// lap; withdraws the claim and wakes a parked producer.
     #[inline(always)]
     fn release(&self, slot: &MpmcSlot<T>, pos: u64) {
-        // Release: pairs with the Acquire load in `enqueue`: our read happens before the
+        // Release: pairs with the Acquire load in `claim_slot`: our read happens before the
         // producer of the next lap overwrites the value.
         slot.seq.store(pos + self.mem.capacity(), Release);
         // Release: pairs with the Acquire load of the claim in `repair`: whoever sees the
@@ -371,7 +378,7 @@ impl<T: Copy> Endpoint<T> {
             let backoff = Backoff::new();
             loop {
                 let slot = self.mem.slot(pos);
-                // Acquire: pairs with the Release store of the sequence in `enqueue` (or of a
+                // Acquire: pairs with the Release store of the sequence in `put` (or of a
                 // tombstone in `bury`), so the value is visible.
                 let raw = slot.seq.load(Acquire);
                 // The expected sequence (or its tombstone) needs no checking; any other does.
@@ -400,7 +407,7 @@ impl<T: Copy> Endpoint<T> {
                         pos = Self::moved("dequeue position", pos, now)?;
                         continue;
                     }
-                    // Acquire: pairs with the claim CAS in `enqueue`.
+                    // Acquire: pairs with the claim CAS in `claim_slot`.
                     let enqueued = self.mem.producer_line().pos.load(Acquire);
                     break Ok(if enqueued > pos {
                         Dequeued::Pending
@@ -487,7 +494,7 @@ impl<T: Copy> Endpoint<T> {
     /// Frees slot `pos`, dequeued by a dead consumer and never released (its value is lost).
     fn free(&self, pos: u64) -> bool {
         let next_lap = pos + self.mem.capacity();
-        // AcqRel: the Release half pairs with the Acquire load of the sequence in `enqueue`.
+        // AcqRel: the Release half pairs with the Acquire load of the sequence in `claim_slot`.
         let freed = self
             .mem
             .slot(pos)
@@ -526,31 +533,36 @@ impl<T: Copy> Endpoint<T> {
                 .any(|(i, entry)| entry.state.load(Acquire) == role && alive(i))
     }
 
-    /// `try_push`'s common case, small enough to inline: consumers are there and the push
-    /// goes through at once. `false` if not (nothing was pushed): then `try_push` decides.
+    /// `try_claim_slot`'s common case, small enough to inline: consumers are there and a
+    /// slot is claimed at once. `None` if not (nothing was claimed): then `try_claim_slot`
+    /// decides.
     #[inline(always)]
-    pub(crate) fn try_push_at_once(&self, value: T) -> bool {
-        !self.role_gone(entry_state::CONSUMER, false, &mut |_| true) && self.enqueue_at_once(value)
+    pub(crate) fn claim_slot_if_easy(&self) -> Option<u64> {
+        if self.role_gone(entry_state::CONSUMER, false, &mut |_| true) {
+            return None;
+        }
+        self.claim_slot_at_once()
     }
 
-    /// One push attempt: done, or `None` when full with consumers still there.
-    pub(crate) fn try_push(
+    /// One push attempt: a claimed position to [`put`](Self::put) the value in, an error for
+    /// good (the value to be added by the caller), or `None` when full with consumers still
+    /// there.
+    pub(crate) fn try_claim_slot(
         &self,
-        value: T,
         probe: bool,
         alive: &mut impl FnMut(usize) -> bool,
-    ) -> Option<Result<(), TryPushError<T>>> {
+    ) -> Option<Result<u64, TryPushError<()>>> {
         for _ in 0..2 {
             if self.role_gone(entry_state::CONSUMER, false, alive) {
-                return Some(Err(TryPushError::Disconnected(value)));
+                return Some(Err(TryPushError::Disconnected(())));
             }
-            match self.enqueue(value) {
-                Ok(true) => return Some(Ok(())),
-                Err(c) => return Some(Err(TryPushError::Corrupt(value, c))),
-                Ok(false) if !probe => return None,
-                Ok(false) => {
+            match self.claim_slot() {
+                Ok(Some(pos)) => return Some(Ok(pos)),
+                Err(c) => return Some(Err(TryPushError::Corrupt((), c))),
+                Ok(None) if !probe => return None,
+                Ok(None) => {
                     if self.role_gone(entry_state::CONSUMER, true, alive) {
-                        return Some(Err(TryPushError::Disconnected(value)));
+                        return Some(Err(TryPushError::Disconnected(())));
                     }
                     // A dead consumer's slot may be what keeps the ring full.
                     if !self.repair(alive) {
@@ -560,6 +572,25 @@ impl<T: Copy> Endpoint<T> {
             }
         }
         None
+    }
+
+    /// Claims a slot for a push, waiting for room as `mode` says until `deadline`.
+    pub(crate) fn claim_slot_until(
+        &self,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        alive: &mut impl FnMut(usize) -> bool,
+    ) -> Result<u64, PushError<()>> {
+        let first = self.try_claim_slot(false, alive);
+        let outcome = first.or_else(|| {
+            wait::block_on(self.mem.consumer_line(), mode, deadline, |probe| {
+                self.try_claim_slot(probe, alive)
+            })
+        });
+        // A full ring is None: at the end of the wait that is a timeout.
+        outcome
+            .unwrap_or(Err(TryPushError::Full(())))
+            .map_err(PushError::from)
     }
 
     /// One pop attempt: a claimed position to [`take`](Self::take), an error for good, or
@@ -605,6 +636,7 @@ impl<T: Copy> Endpoint<T> {
     }
 
     /// Pushes, waiting for room as `mode` says until `deadline`.
+    #[cfg(any(test, shmlane_loom))]
     pub(crate) fn push_until(
         &self,
         value: T,
@@ -612,16 +644,13 @@ impl<T: Copy> Endpoint<T> {
         deadline: Option<Instant>,
         alive: &mut impl FnMut(usize) -> bool,
     ) -> Result<(), PushError<T>> {
-        let first = self.try_push(value, false, alive);
-        let outcome = first.or_else(|| {
-            wait::block_on(self.mem.consumer_line(), mode, deadline, |probe| {
-                self.try_push(value, probe, alive)
-            })
-        });
-        // `try_push` reports a full ring as None: at the end of the wait that is a timeout.
-        outcome
-            .unwrap_or(Err(TryPushError::Full(value)))
-            .map_err(PushError::from)
+        match self.claim_slot_until(mode, deadline, alive) {
+            Ok(pos) => {
+                self.put(pos, value);
+                Ok(())
+            }
+            Err(e) => Err(e.with(value)),
+        }
     }
 
     /// Pops, waiting for a value as `mode` says until `deadline`.
