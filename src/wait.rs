@@ -79,8 +79,8 @@ fn wake(line: &Line) {
 
 /// Tries `attempt` until it yields a result or `deadline` passes (then `None`), waiting on
 /// `line` in between as `mode` says. `attempt(probe)` gets `probe = true` after a park slice
-/// passes without a wake-up (and on a BusyPoll every slice): the moment to check, at some cost, whether the
-/// peer died.
+/// passes without a wake-up (and on a BusyPoll every slice): the moment to check, at some
+/// cost, whether the peer died.
 pub(crate) fn block_on<R>(
     line: &Line,
     mode: WaitMode,

@@ -27,7 +27,7 @@ use crossbeam_utils::Backoff;
 
 use super::RingMem;
 use crate::error::{Corruption, PopError, PushError, TryPopError, TryPushError};
-use crate::layout::{entry_state, role_count, Entry, MpmcSlot, IDLE};
+use crate::layout::{entry_state, role_count, Entry, Line, MpmcSlot, IDLE};
 use crate::sync::{
     AtomicU32,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -182,17 +182,25 @@ impl<T: Copy> Endpoint<T> {
     /// claimed and no claim is left recorded.
     #[inline(always)]
     fn claim_slot_at_once(&self) -> Option<u64> {
-        let line = self.mem.producer_line();
-        // Acquire: as in `claim_slot_contended`.
+        // A free slot holds its position's own number.
+        self.claim_at_once(self.mem.producer_line(), 0)
+    }
+
+    /// The uncontended claim of either side: the slot at `line`'s position holds that
+    /// position plus `seq_ahead` (0: free, for a producer; 1: published, for a consumer),
+    /// the claim is recorded and one CAS moves the position. `None` otherwise, with no
+    /// claim left recorded: then the side's contended loop takes over.
+    #[inline(always)]
+    fn claim_at_once(&self, line: &Line, seq_ahead: u64) -> Option<u64> {
+        // Acquire: as in the contended loops (`claim_slot_contended`, `dequeue_contended`).
         let pos = line.pos.load(Acquire);
-        let slot = self.mem.slot(pos);
-        // Acquire: as in `claim_slot_contended`.
-        if slot.seq.load(Acquire) != pos {
+        // Acquire: as in the contended loops.
+        if self.mem.slot(pos).seq.load(Acquire) != pos + seq_ahead {
             return None;
         }
         let mine = self.my_entry();
         mine.claiming.store(pos, Relaxed);
-        // Orderings: as in `claim_slot_contended`.
+        // Orderings: as in the contended loops.
         if line
             .pos
             .compare_exchange(pos, pos + 1, AcqRel, Acquire)
@@ -225,14 +233,31 @@ impl<T: Copy> Endpoint<T> {
         wait::notify(self.mem.producer_line());
     }
 
+    /// Runs a contended loop, `run(&mut claimed)`, which sets `claimed` once it records a
+    /// claim, and then withdraws that claim unless `keep` says the result still holds it.
+    /// A closure, so that no early return (the `?` of a corruption) skips the withdrawal.
+    fn withdrawing_claim<R>(
+        &self,
+        keep: impl FnOnce(&R) -> bool,
+        run: impl FnOnce(&mut bool) -> R,
+    ) -> R {
+        let mut claimed = false;
+        let result = run(&mut claimed);
+        if claimed && !keep(&result) {
+            // Relaxed: nothing was written under it.
+            self.my_entry().claiming.store(IDLE, Relaxed);
+        }
+        result
+    }
+
     /// `claim_slot` in full: stale positions, lost CASes, a full ring, checked sequences.
     #[inline(never)]
     fn claim_slot_contended(&self) -> Result<Option<u64>, Corruption> {
         let line = self.mem.producer_line();
         let mine = self.my_entry();
-        let mut claimed = false;
-        // In a closure, so that no early return skips withdrawing a claim the loop recorded.
-        let result = (|| {
+        // A claimed slot keeps its claim until `put`.
+        let keep = |result: &Result<Option<u64>, Corruption>| matches!(result, Ok(Some(_)));
+        self.withdrawing_claim(keep, |claimed| {
             // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
             // moved the position, so the slot's sequence read next is no older than the one
             // they saw; the lap check below relies on it (found by miri's weak memory).
@@ -249,7 +274,7 @@ impl<T: Copy> Endpoint<T> {
                 if raw == pos {
                     // Record the claim before making it: if we die after the CAS, others find it.
                     mine.claiming.store(pos, Relaxed);
-                    claimed = true;
+                    *claimed = true;
                     // Release (of AcqRel): makes the claim record visible to whoever acquires the
                     // new position (`repair`).
                     match line
@@ -286,13 +311,7 @@ impl<T: Copy> Endpoint<T> {
                     pos = Self::moved("enqueue position", pos, now)?;
                 }
             }
-        })();
-        // A claimed slot keeps its claim until `put`.
-        if claimed && !matches!(result, Ok(Some(_))) {
-            // Relaxed: nothing was written under it.
-            mine.claiming.store(IDLE, Relaxed);
-        }
-        result
+        })
     }
 
     /// Claims the next value, if any.
@@ -310,28 +329,8 @@ impl<T: Copy> Endpoint<T> {
     /// no claim is left recorded.
     #[inline(always)]
     pub(crate) fn dequeue_at_once(&self) -> Option<u64> {
-        let line = self.mem.consumer_line();
-        // Acquire: as in `dequeue_contended`.
-        let pos = line.pos.load(Acquire);
-        let slot = self.mem.slot(pos);
-        // Acquire: as in `dequeue_contended`.
-        if slot.seq.load(Acquire) != pos + 1 {
-            return None;
-        }
-        let mine = self.my_entry();
-        mine.claiming.store(pos, Relaxed);
-        // Orderings: as in `dequeue_contended`.
-        if line
-            .pos
-            .compare_exchange(pos, pos + 1, AcqRel, Acquire)
-            .is_err()
-        {
-            // Lost the position: withdraw the claim before the full loop records its own.
-            // Relaxed: nothing was written under it.
-            mine.claiming.store(IDLE, Relaxed);
-            return None;
-        }
-        Some(pos)
+        // A published slot holds its position's number plus one.
+        self.claim_at_once(self.mem.consumer_line(), 1)
     }
 
     /// Takes the value at `pos`, which this consumer claimed (`Dequeued::Claimed`): reads it,
@@ -366,9 +365,11 @@ impl<T: Copy> Endpoint<T> {
     fn dequeue_contended(&self) -> Result<Dequeued, Corruption> {
         let line = self.mem.consumer_line();
         let mine = self.my_entry();
-        let mut claimed = false;
-        // In a closure, so that no early return skips withdrawing a claim the loop recorded.
-        let result = (|| {
+        // A claimed value keeps its claim until `take`; a skipped tombstone's went with it.
+        let keep = |result: &Result<Dequeued, Corruption>| {
+            matches!(result, Ok(Dequeued::Claimed(_) | Dequeued::Skipped(_)))
+        };
+        self.withdrawing_claim(keep, |claimed| {
             // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
             // moved the position, so the slot's sequence read next is no older than the one
             // they saw; the lap check below relies on it (found by miri's weak memory).
@@ -384,7 +385,7 @@ impl<T: Copy> Endpoint<T> {
                 // The expected sequence (or its tombstone) needs no checking; any other does.
                 if raw & !TOMB == pos + 1 {
                     mine.claiming.store(pos, Relaxed);
-                    claimed = true;
+                    *claimed = true;
                     // Release (of AcqRel): makes the claim record visible to `repair`.
                     match line
                         .pos
@@ -427,13 +428,7 @@ impl<T: Copy> Endpoint<T> {
                     pos = Self::moved("dequeue position", pos, now)?;
                 }
             }
-        })();
-        // A claimed value keeps its claim until `take`; a skipped tombstone's went with it.
-        if claimed && !matches!(result, Ok(Dequeued::Claimed(_) | Dequeued::Skipped(_))) {
-            // Release: as in `release`.
-            mine.claiming.store(IDLE, Release);
-        }
-        result
+        })
     }
 
     /// Finishes what dead endpoints left (see the module docs); `alive(i)` tells whether
