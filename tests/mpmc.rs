@@ -37,11 +37,11 @@ fn spawn_producer(name: &str, id: u64, count: u64) -> Child {
     })
 }
 
-/// A consumer process: pops until `limit` jobs or the end, checks that each producer's jobs
-/// arrive in order, and writes what it got to `out` (and the positions of holes left by dead
-/// producers, if any, to `out.holes`). Exit 0 at the end of the stream, 3 when it stopped at
-/// `limit`.
-fn spawn_consumer(name: &str, out: &Path, limit: u64) -> Child {
+/// A consumer process: pops until `limit` jobs, the end, or (with `quiet`) that long without
+/// a job; checks that each producer's jobs arrive in order, and writes what it got to `out`
+/// (and the positions of holes left by dead producers, if any, to `out.holes`). Exit 0 at
+/// the end of the stream, 3 when it stopped at `limit`, 4 when it stopped for quiet.
+fn spawn_consumer(name: &str, out: &Path, limit: u64, quiet: Option<Duration>) -> Child {
     let (name, out) = (name.to_string(), out.to_path_buf());
     fork(move || {
         let mut rx = open(&name).consumer().unwrap();
@@ -52,7 +52,11 @@ fn spawn_consumer(name: &str, out: &Path, limit: u64) -> Child {
             if got.len() as u64 == limit {
                 break 3;
             }
-            match rx.pop() {
+            let popped = match quiet {
+                Some(quiet) => rx.pop_timeout(quiet),
+                None => rx.pop(),
+            };
+            match popped {
                 Ok(job) => {
                     if let Some(&prev) = last.get(&job.producer) {
                         assert!(
@@ -66,6 +70,7 @@ fn spawn_consumer(name: &str, out: &Path, limit: u64) -> Child {
                     got.push(job);
                 }
                 Err(PopError::Disconnected) => break 0,
+                Err(PopError::Timeout) => break 4,
                 Err(PopError::ProducerDied { position }) => holes.push(position),
                 Err(e) => panic!("consumer: {e}"),
             }
@@ -111,7 +116,7 @@ fn four_by_four_processes_deliver_a_million_jobs_exactly_once() {
     let dir = ScratchDir::new("mpmc-4x4-out");
     let _chan = mpmc::Channel::<Job>::create(Backing::shm(&name), 1024).unwrap();
     let mut consumers: Vec<Child> = (0..4)
-        .map(|k| spawn_consumer(&name, &dir.path(&format!("c{k}")), u64::MAX))
+        .map(|k| spawn_consumer(&name, &dir.path(&format!("c{k}")), u64::MAX, None))
         .collect();
     let mut producers: Vec<Child> = (0..4)
         .map(|id| spawn_producer(&name, id, PER_PRODUCER))
@@ -139,17 +144,22 @@ fn endpoints_join_and_leave_while_traffic_flows() {
         .registry_len(8)
         .create(Backing::shm(&name))
         .unwrap();
+    // A producer that stays registered until the end, pushing nothing: however fast the
+    // others are done, consumers do not see every producer gone before the last ones join.
+    let keeper = chan.producer().unwrap();
     // One consumer stays for the whole run, so producers never see every consumer gone.
-    let mut steady = spawn_consumer(&name, &dir.path("steady"), u64::MAX);
+    let mut steady = spawn_consumer(&name, &dir.path("steady"), u64::MAX, None);
     let mut producers = vec![
         spawn_producer(&name, 0, 60_000),
         spawn_producer(&name, 1, 60_000),
     ];
     // Consumers that take a few thousand jobs and leave, one after another, each taking a
-    // registry entry a previous one released.
+    // registry entry a previous one released. One that starts after the traffic is over
+    // leaves after a quiet second.
     for round in 0..6 {
-        let mut c = spawn_consumer(&name, &dir.path(&format!("round{round}")), 3_000);
-        assert!([0, 3].contains(&c.wait()));
+        let out = dir.path(&format!("round{round}"));
+        let mut c = spawn_consumer(&name, &out, 3_000, Some(Duration::from_secs(1)));
+        assert!([3, 4].contains(&c.wait()));
         if round == 2 {
             // A producer that joins mid-stream and leaves.
             producers.push(spawn_producer(&name, 2, 20_000));
@@ -165,6 +175,8 @@ fn endpoints_join_and_leave_while_traffic_flows() {
     for p in &mut producers {
         assert_eq!(p.wait(), 0);
     }
+    // The last producer leaves: the steady consumer drains the ring and sees the end.
+    drop(keeper);
     assert_eq!(steady.wait(), 0);
     let got = collect(&dir);
     let expected = [
@@ -369,7 +381,7 @@ fn a_producer_killed_mid_stream_loses_no_published_job() {
         let dir = ScratchDir::new("mpmc-kill-out");
         let _chan = mpmc::Channel::<Job>::create(Backing::shm(&name), 256).unwrap();
         let mut consumers: Vec<Child> = (0..2)
-            .map(|k| spawn_consumer(&name, &dir.path(&format!("c{k}")), u64::MAX))
+            .map(|k| spawn_consumer(&name, &dir.path(&format!("c{k}")), u64::MAX, None))
             .collect();
         let mut victim = spawn_producer(&name, 7, u64::MAX);
         let raw = Raw::shm(&name, 4096);
