@@ -204,6 +204,11 @@ fn entry_states(raw: &Raw, len: usize) -> Vec<u32> {
         .collect()
 }
 
+/// Job `seq` of producer 0, the producer of the hole scenario below.
+fn job(seq: u64) -> Job {
+    Job { producer: 0, seq }
+}
+
 /// A channel whose position 1 is a hole: job 0 at position 0, then a producer process that
 /// claimed position 1 as the protocol says (record first, then CAS) and never publishes, then
 /// jobs 1..4 at positions 2..5. The holder is still alive (it waits in `pause`).
@@ -222,11 +227,7 @@ fn channel_with_a_hole_at_1(
         .unwrap();
     let rx = chan.consumer().unwrap(); // entry 0
     let mut tx = chan.producer().unwrap(); // entry 1
-    tx.push(Job {
-        producer: 0,
-        seq: 0,
-    })
-    .unwrap();
+    tx.push(job(0)).unwrap();
     let n = name.to_string();
     let holder = fork(move || {
         let _tx = open(&n).producer().unwrap(); // entry 2
@@ -248,7 +249,7 @@ fn channel_with_a_hole_at_1(
         .load(Relaxed)
         == 2));
     for seq in 1..4 {
-        tx.push(Job { producer: 0, seq }).unwrap();
+        tx.push(job(seq)).unwrap();
     }
     (chan, rx, tx, holder)
 }
@@ -258,13 +259,7 @@ fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
     let _serial = common::serial();
     let name = unique("mpmc-hole");
     let (_chan, mut rx, tx, mut dying) = channel_with_a_hole_at_1(&name);
-    assert_eq!(
-        rx.pop(),
-        Ok(Job {
-            producer: 0,
-            seq: 0
-        })
-    );
+    assert_eq!(rx.pop(), Ok(job(0)));
     // The hole at position 1 holds everything behind it while its producer lives.
     assert_eq!(
         rx.pop_timeout(Duration::from_millis(100)),
@@ -276,7 +271,7 @@ fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
         Err(PopError::ProducerDied { position: 1 })
     );
     for seq in 1..4 {
-        assert_eq!(rx.pop(), Ok(Job { producer: 0, seq }));
+        assert_eq!(rx.pop(), Ok(job(seq)));
     }
     drop(tx);
     assert_eq!(rx.pop(), Err(PopError::Disconnected));
@@ -293,19 +288,11 @@ fn pop_slice_keeps_what_it_popped_before_a_hole_and_the_next_pops_report_it_once
     let mut out = [Job::zeroed(); 8];
     // Job 0, then the hole: the slice ends there, and the job is not lost to the error.
     assert_eq!(rx.pop_slice(&mut out), Ok(1));
-    assert_eq!(
-        out[0],
-        Job {
-            producer: 0,
-            seq: 0
-        }
-    );
+    assert_eq!(out[0], job(0));
     // The next pop reports the hole, once.
     assert_eq!(rx.try_pop(), Err(TryPopError::ProducerDied { position: 1 }));
     assert_eq!(rx.pop_slice(&mut out), Ok(3));
-    for (seq, job) in (1..4).zip(&out) {
-        assert_eq!(*job, Job { producer: 0, seq });
-    }
+    assert_eq!(out[..3], [job(1), job(2), job(3)]);
     assert_eq!(rx.pop_slice(&mut out), Ok(0));
 }
 
@@ -314,13 +301,7 @@ fn pop_slice_that_meets_a_hole_first_reports_it() {
     let _serial = common::serial();
     let name = unique("mpmc-slice-hole-first");
     let (_chan, mut rx, _tx, mut dying) = channel_with_a_hole_at_1(&name);
-    assert_eq!(
-        rx.pop(),
-        Ok(Job {
-            producer: 0,
-            seq: 0
-        })
-    );
+    assert_eq!(rx.pop(), Ok(job(0)));
     dying.kill();
     let mut out = [Job::zeroed(); 8];
     // The first looks may come before the probe interval is over: nothing then.
@@ -331,9 +312,7 @@ fn pop_slice_that_meets_a_hole_first_reports_it() {
     }));
     assert_eq!(result, Err(ChunkError::ProducerDied { position: 1 }));
     assert_eq!(rx.pop_slice(&mut out), Ok(3));
-    for (seq, job) in (1..4).zip(&out) {
-        assert_eq!(*job, Job { producer: 0, seq });
-    }
+    assert_eq!(out[..3], [job(1), job(2), job(3)]);
 }
 
 /// Byte offset of slot `i`'s sequence word in an MPMC channel of u64 with a registry of 4.
