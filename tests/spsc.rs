@@ -569,3 +569,27 @@ fn chunks_count_what_is_there_not_what_was_cached() {
     chunk.release(2);
     assert!(matches!(rx.read_chunk(0), Err(ChunkError::Disconnected)));
 }
+
+#[test]
+fn fill_from_iter_fills_both_runs_of_a_wrapped_chunk_and_stops_with_the_iterator() {
+    let chan = spsc::Channel::<u64>::create(Backing::memfd("fill-wrap"), 8).unwrap();
+    let mut tx = chan.producer().unwrap();
+    let mut rx = chan.consumer().unwrap();
+    // Move both counters to 6, so a chunk of 8 is 2 slots to the end and 6 from the start.
+    assert_eq!(tx.push_slice(&[0; 6]).unwrap(), 6);
+    assert_eq!(rx.pop_slice(&mut [0; 6]).unwrap(), 6);
+    let mut chunk = tx.write_chunk(8).unwrap();
+    assert_eq!(
+        (chunk.as_mut_slices().0.len(), chunk.as_mut_slices().1.len()),
+        (2, 6)
+    );
+    // An iterator shorter than the chunk: both runs get their part, the rest stays free.
+    assert_eq!(chunk.fill_from_iter(10..15), 5);
+    let mut out = [0; 8];
+    assert_eq!(rx.pop_slice(&mut out).unwrap(), 5);
+    assert_eq!(out[..5], [10, 11, 12, 13, 14]);
+    // A longer one: the chunk takes what fits.
+    assert_eq!(tx.write_chunk(8).unwrap().fill_from_iter(20..), 8);
+    assert_eq!(rx.pop_slice(&mut out).unwrap(), 8);
+    assert_eq!(out, [20, 21, 22, 23, 24, 25, 26, 27]);
+}
