@@ -200,15 +200,12 @@ impl<T: Pod> Producer<T> {
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
         self.0.probe.hit();
         let r = &self.0;
-        let mut alive = Registered::<T>::alive(&r.lock, r.entry);
-        // The value goes in here, not through the wait's layers (a copy each for a large T).
-        match r.core.claim_slot_until(r.wait, deadline, &mut alive) {
-            Ok(pos) => {
-                r.core.put(pos, value);
-                Ok(())
-            }
-            Err(e) => Err(e.with(value)),
-        }
+        r.core.push_until(
+            value,
+            r.wait,
+            deadline,
+            &mut Registered::<T>::alive(&r.lock, r.entry),
+        )
     }
 
     /// Pushes values from the front of `values` until the ring is full; returns how many.

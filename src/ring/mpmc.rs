@@ -158,15 +158,6 @@ impl<T: Copy> Endpoint<T> {
         Ok(now)
     }
 
-    /// Claims a free slot: its position, to [`put`](Self::put) a value in; `None` when full.
-    #[inline(always)]
-    pub(crate) fn claim_slot(&self) -> Result<Option<u64>, Corruption> {
-        if let Some(pos) = self.claim_slot_at_once() {
-            return Ok(Some(pos));
-        }
-        self.claim_slot_contended()
-    }
-
     /// Pushes `value` if a slot is free: `Ok(false)` when full.
     #[cfg(test)]
     pub(crate) fn enqueue(&self, value: T) -> Result<bool, Corruption> {
@@ -177,9 +168,9 @@ impl<T: Copy> Endpoint<T> {
         Ok(pos.is_some())
     }
 
-    /// `claim_slot`'s common case, small enough to inline everywhere: the slot at the
+    /// `claim_slot`'s common case, small enough to inline in `try_push`: the slot at the
     /// enqueue position is free and the first CAS wins. `None` if not; then nothing was
-    /// claimed and no claim is left recorded.
+    /// claimed, no claim is left recorded, and `claim_slot` (the full loop) decides.
     #[inline(always)]
     fn claim_slot_at_once(&self) -> Option<u64> {
         // A free slot holds its position's own number.
@@ -189,18 +180,18 @@ impl<T: Copy> Endpoint<T> {
     /// The uncontended claim of either side: the slot at `line`'s position holds that
     /// position plus `seq_ahead` (0: free, for a producer; 1: published, for a consumer),
     /// the claim is recorded and one CAS moves the position. `None` otherwise, with no
-    /// claim left recorded: then the side's contended loop takes over.
+    /// claim left recorded: then the side's full loop decides.
     #[inline(always)]
     fn claim_at_once(&self, line: &Line, seq_ahead: u64) -> Option<u64> {
-        // Acquire: as in the contended loops (`claim_slot_contended`, `dequeue_contended`).
+        // Acquire: as in the full loops (`claim_slot`, `dequeue`).
         let pos = line.pos.load(Acquire);
-        // Acquire: as in the contended loops.
+        // Acquire: as in the full loops.
         if self.mem.slot(pos).seq.load(Acquire) != pos + seq_ahead {
             return None;
         }
         let mine = self.my_entry();
         mine.claiming.store(pos, Relaxed);
-        // Orderings: as in the contended loops.
+        // Orderings: as in the full loops.
         if line
             .pos
             .compare_exchange(pos, pos + 1, AcqRel, Acquire)
@@ -233,7 +224,7 @@ impl<T: Copy> Endpoint<T> {
         wait::notify(self.mem.producer_line());
     }
 
-    /// Runs a contended loop, `run(&mut claimed)`, which sets `claimed` once it records a
+    /// Runs a full claim loop, `run(&mut claimed)`, which sets `claimed` once it records a
     /// claim, and then withdraws that claim unless `keep` says the result still holds it.
     /// A closure, so that no early return (the `?` of a corruption) skips the withdrawal.
     fn withdrawing_claim<R>(
@@ -250,9 +241,10 @@ impl<T: Copy> Endpoint<T> {
         result
     }
 
-    /// `claim_slot` in full: stale positions, lost CASes, a full ring, checked sequences.
+    /// Claims a free slot: its position, to [`put`](Self::put) a value in; `None` when full.
+    /// The full loop: stale positions, lost CASes, a full ring, checked sequences.
     #[inline(never)]
-    fn claim_slot_contended(&self) -> Result<Option<u64>, Corruption> {
+    pub(crate) fn claim_slot(&self) -> Result<Option<u64>, Corruption> {
         let line = self.mem.producer_line();
         let mine = self.my_entry();
         // A claimed slot keeps its claim until `put`.
@@ -314,19 +306,10 @@ impl<T: Copy> Endpoint<T> {
         })
     }
 
-    /// Claims the next value, if any.
-    #[inline(always)]
-    pub(crate) fn dequeue(&self) -> Result<Dequeued, Corruption> {
-        if let Some(pos) = self.dequeue_at_once() {
-            return Ok(Dequeued::Claimed(pos));
-        }
-        self.dequeue_contended()
-    }
-
-    /// `dequeue`'s common case, small enough to inline everywhere: the slot at the dequeue
+    /// `dequeue`'s common case, small enough to inline in `try_pop`: the slot at the dequeue
     /// position holds a published value (no tombstone) and the first CAS wins; returns the
-    /// claimed position, to [`take`](Self::take). `None` if not; then nothing was claimed and
-    /// no claim is left recorded.
+    /// claimed position, to [`take`](Self::take). `None` if not; then nothing was claimed,
+    /// no claim is left recorded, and `dequeue` (the full loop) decides.
     #[inline(always)]
     pub(crate) fn dequeue_at_once(&self) -> Option<u64> {
         // A published slot holds its position's number plus one.
@@ -359,10 +342,10 @@ impl<T: Copy> Endpoint<T> {
         wait::notify(self.mem.consumer_line());
     }
 
-    /// `dequeue` in full: stale positions, lost CASes, tombstones, empty and pending slots,
-    /// checked sequences.
+    /// Claims the next value, if any. The full loop: stale positions, lost CASes,
+    /// tombstones, empty and pending slots, checked sequences.
     #[inline(never)]
-    fn dequeue_contended(&self) -> Result<Dequeued, Corruption> {
+    pub(crate) fn dequeue(&self) -> Result<Dequeued, Corruption> {
         let line = self.mem.consumer_line();
         let mine = self.my_entry();
         // A claimed value keeps its claim until `take`; a skipped tombstone's went with it.
@@ -630,8 +613,10 @@ impl<T: Copy> Endpoint<T> {
         None
     }
 
-    /// Pushes, waiting for room as `mode` says until `deadline`.
-    #[cfg(any(test, shmlane_loom))]
+    /// Pushes, waiting for room as `mode` says until `deadline`. Inlined, so that the value
+    /// goes from the caller straight into the slot, not through the wait's layers (a copy
+    /// each for a large T).
+    #[inline(always)]
     pub(crate) fn push_until(
         &self,
         value: T,
