@@ -105,7 +105,7 @@ impl<T: Pod> Channel<T> {
     /// endpoint.
     pub fn consumer(&self) -> Result<Consumer<T>, Error> {
         Ok(Consumer {
-            ends: self.endpoint(entry_state::CONSUMER)?,
+            registered: self.endpoint(entry_state::CONSUMER)?,
             hole: None,
         })
     }
@@ -237,7 +237,7 @@ impl<T: Pod> Producer<T> {
 
 /// A receiving end. `Send`, not `Sync`: one thread uses it at a time; make one per thread.
 pub struct Consumer<T: Pod> {
-    ends: Registered<T>,
+    registered: Registered<T>,
     /// A hole `pop_slice` skipped after it had popped values: reported by the next call.
     hole: Option<u64>,
 }
@@ -248,7 +248,7 @@ impl<T: Pod> Consumer<T> {
         if let Some(position) = self.hole.take() {
             return Err(TryPopError::ProducerDied { position });
         }
-        let r = &mut self.ends;
+        let r = &mut self.registered;
         let pos = match r.core.dequeue_at_once() {
             Some(pos) => {
                 r.probe.hit();
@@ -256,14 +256,14 @@ impl<T: Pod> Consumer<T> {
             }
             None => self.claim_slow()?,
         };
-        Ok(self.ends.core.take(pos))
+        Ok(self.registered.core.take(pos))
     }
 
     /// `try_pop` past its common case: an empty ring, a pending slot, a lost CAS, or a
     /// dead producer's tombstone. The claimed position when there is a value to take.
     #[inline(never)]
     fn claim_slow(&mut self) -> Result<u64, TryPopError> {
-        let r = &mut self.ends;
+        let r = &mut self.registered;
         if let Some(result) = r.core.try_claim(false, &mut |_| true) {
             r.probe.hit();
             return result;
@@ -292,8 +292,8 @@ impl<T: Pod> Consumer<T> {
         if let Some(position) = self.hole.take() {
             return Err(PopError::ProducerDied { position });
         }
-        self.ends.probe.hit();
-        let r = &self.ends;
+        self.registered.probe.hit();
+        let r = &self.registered;
         r.core.pop_until(
             r.wait,
             deadline,
@@ -331,11 +331,11 @@ impl<T: Pod> Consumer<T> {
 
     /// Slots in the ring.
     pub fn capacity(&self) -> usize {
-        self.ends.core.mem().capacity() as usize
+        self.registered.core.mem().capacity() as usize
     }
 
     /// How blocking calls wait (default [`WaitMode::Adaptive`]).
     pub fn set_wait_mode(&mut self, mode: WaitMode) {
-        self.ends.wait = mode;
+        self.registered.wait = mode;
     }
 }
