@@ -111,9 +111,11 @@ impl<T: Pod> Channel<T> {
     }
 
     fn endpoint(&self, role: u32) -> Result<Registered<T>, Error> {
+        let mem = self.shared.ring_mem();
+        Endpoint::check_positions(&mem)?;
         let (lock, entry) = self.shared.claim_entry()?;
         let mut alive = |i: usize| lock.held_elsewhere(lock::REGISTRY + i as u64);
-        let core = Endpoint::register(self.shared.ring_mem(), entry, role, &mut alive);
+        let core = Endpoint::register(mem, entry, role, &mut alive);
         Ok(Registered {
             core,
             lock,

@@ -12,7 +12,9 @@ use std::time::Duration;
 use bytemuck::{Pod, Zeroable};
 use common::offsets::{CONSUMER_POS, ENTRY_CLAIMING, ENTRY_LEN, PRODUCER_POS, REGISTRY};
 use common::{eventually, fork, unique, Child, Raw, ScratchDir};
-use shmlane::{mpmc, Backing, ChunkError, Error, PopError, PushError, TryPopError};
+use shmlane::{
+    mpmc, Backing, ChunkError, Corruption, Error, PopError, PushError, TryPopError, TryPushError,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
@@ -350,6 +352,48 @@ fn slices_that_meet_corruption_midway_keep_the_count_of_what_moved() {
         rx.pop_slice(&mut out),
         Err(ChunkError::Corrupt(c)) if c.found == 5
     ));
+}
+
+#[test]
+fn positions_past_the_limit_are_corruption_not_overflow() {
+    let _serial = common::serial();
+    let name = unique("mpmc-huge-position");
+    let chan = mpmc::Channel::<u64>::builder()
+        .capacity(8)
+        .registry_len(4)
+        .create(Backing::shm(&name))
+        .unwrap();
+    let mut tx = chan.producer().unwrap();
+    let mut rx = chan.consumer().unwrap();
+    let raw = Raw::shm(&name, 4096);
+    tx.try_push(10).unwrap();
+    let wait = Duration::from_millis(10);
+    // A position at the end of u64: the next claim would move it past the end (a panic in
+    // debug builds, a wrap to 0 in release ones).
+    let huge = |c: &Corruption, counter: &str| c.counter == counter && c.found == u64::MAX;
+    raw.u64(PRODUCER_POS).store(u64::MAX, Relaxed);
+    let enqueue = "enqueue position";
+    assert!(matches!(tx.try_push(11), Err(TryPushError::Corrupt(11, c)) if huge(&c, enqueue)));
+    assert!(matches!(
+        tx.push_timeout(11, wait),
+        Err(PushError::Corrupt(11, c)) if huge(&c, enqueue)
+    ));
+    assert!(matches!(tx.push_slice(&[11]), Err(ChunkError::Corrupt(c)) if huge(&c, enqueue)));
+    assert!(matches!(chan.consumer(), Err(Error::Corrupt(c)) if huge(&c, enqueue)));
+    // What was published before the lie is still delivered.
+    assert_eq!(rx.try_pop(), Ok(10));
+    raw.u64(PRODUCER_POS).store(1, Relaxed);
+    raw.u64(CONSUMER_POS).store(u64::MAX, Relaxed);
+    let dequeue = "dequeue position";
+    assert!(matches!(rx.try_pop(), Err(TryPopError::Corrupt(c)) if huge(&c, dequeue)));
+    assert!(matches!(rx.pop_timeout(wait), Err(PopError::Corrupt(c)) if huge(&c, dequeue)));
+    let mut out = [0u64; 2];
+    assert!(matches!(rx.pop_slice(&mut out), Err(ChunkError::Corrupt(c)) if huge(&c, dequeue)));
+    assert!(matches!(chan.producer(), Err(Error::Corrupt(c)) if huge(&c, dequeue)));
+    // Put right, both sides go on from where they were.
+    raw.u64(CONSUMER_POS).store(1, Relaxed);
+    assert_eq!(tx.try_push(11), Ok(()));
+    assert_eq!(rx.try_pop(), Ok(11));
 }
 
 #[test]

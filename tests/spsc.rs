@@ -331,6 +331,24 @@ fn impossible_counters_from_a_peer_are_corruption() {
 }
 
 #[test]
+fn counters_at_the_end_of_u64_are_refused_at_attach() {
+    let _serial = common::serial();
+    let dir = ScratchDir::new("corrupt-end");
+    let path = dir.path("ring");
+    let chan = spsc::Channel::<u64>::create(Backing::file(&path), 8).unwrap();
+    // Two items in the ring by these counters, but the next push would carry the tail past
+    // the end of u64 (a panic in debug builds, a wrap to 0 in release ones).
+    poke_u64(&path, 128, u64::MAX);
+    poke_u64(&path, 256, u64::MAX - 2);
+    for attached in [chan.producer().map(drop), chan.consumer().map(drop)] {
+        match attached {
+            Err(Error::Corrupt(c)) => assert_eq!((c.counter, c.found), ("tail", u64::MAX)),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_full_tmpfs_is_no_space_not_sigbus() {
     let _serial = common::serial();
     if !is_root() {

@@ -35,6 +35,12 @@ pub(crate) fn peer_gone(state: &AtomicU32, probe: bool, died: &mut impl FnMut() 
     }
 }
 
+/// Positions (counts of items ever pushed or popped) stay below this: 2^62 operations take
+/// 146 years at a billion a second. A larger one read from shared memory is corruption, which
+/// keeps every sum of a position and a capacity (and an MPMC tombstone's top bit) from
+/// overflowing.
+pub(crate) const POS_LIMIT: u64 = 1 << 62;
+
 /// Publishes a line's new position and wakes whoever is parked on that line.
 #[inline(always)]
 pub(crate) fn publish(line: &Line, pos: u64) {

@@ -25,7 +25,7 @@
 
 use crossbeam_utils::Backoff;
 
-use super::RingMem;
+use super::{RingMem, POS_LIMIT};
 use crate::error::{Corruption, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{entry_state, role_count, Entry, Line, MpmcSlot, IDLE};
 use crate::sync::{
@@ -145,14 +145,31 @@ impl<T: Copy> Endpoint<T> {
         Ok(seq)
     }
 
-    /// A shared position re-read after `old`: it may only have moved forward.
+    /// Checks the shared positions before an endpoint joins, so that a corrupt ring is
+    /// refused at the door as SPSC's is: both below [`POS_LIMIT`], and no value dequeued
+    /// that was never enqueued.
+    pub(crate) fn check_positions(mem: &Mem<T>) -> Result<(), Corruption> {
+        // Dequeue position first: it never passes the enqueue position, which can only have
+        // grown by the time it is read (Acquire on both: pairs with the claim CASes).
+        let dequeued = Self::position("dequeue position", mem.consumer_line().pos.load(Acquire))?;
+        let enqueued = mem.producer_line().pos.load(Acquire);
+        Self::moved("enqueue position", dequeued, enqueued).map(drop)
+    }
+
+    /// A position read from shared memory: below [`POS_LIMIT`].
+    fn position(counter: &'static str, raw: u64) -> Result<u64, Corruption> {
+        Self::moved(counter, 0, raw)
+    }
+
+    /// A shared position re-read after `old`: it may only have moved forward, and stays
+    /// below [`POS_LIMIT`].
     fn moved(counter: &'static str, old: u64, now: u64) -> Result<u64, Corruption> {
-        if now < old {
+        if now < old || now >= POS_LIMIT {
             return Err(Corruption {
                 counter,
                 found: now,
                 min: old,
-                max: u64::MAX,
+                max: POS_LIMIT - 1,
             });
         }
         Ok(now)
@@ -185,6 +202,10 @@ impl<T: Copy> Endpoint<T> {
     fn claim_at_once(&self, line: &Line, seq_ahead: u64) -> Option<u64> {
         // Acquire: as in the full loops (`claim_slot`, `dequeue`).
         let pos = line.pos.load(Acquire);
+        // An impossible position is the full loop's to report.
+        if pos >= POS_LIMIT {
+            return None;
+        }
         // Acquire: as in the full loops.
         if self.mem.slot(pos).seq.load(Acquire) != pos + seq_ahead {
             return None;
@@ -253,7 +274,7 @@ impl<T: Copy> Endpoint<T> {
             // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
             // moved the position, so the slot's sequence read next is no older than the one
             // they saw; the lap check below relies on it (found by miri's weak memory).
-            let mut pos = line.pos.load(Acquire);
+            let mut pos = Self::position("enqueue position", line.pos.load(Acquire))?;
             // Spins a little longer after each lost CAS, so contenders spread out (as
             // crossbeam).
             let backoff = Backoff::new();
@@ -356,7 +377,7 @@ impl<T: Copy> Endpoint<T> {
             // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
             // moved the position, so the slot's sequence read next is no older than the one
             // they saw; the lap check below relies on it (found by miri's weak memory).
-            let mut pos = line.pos.load(Acquire);
+            let mut pos = Self::position("dequeue position", line.pos.load(Acquire))?;
             // Spins a little longer after each lost CAS, so contenders spread out (as
             // crossbeam).
             let backoff = Backoff::new();
@@ -421,6 +442,10 @@ impl<T: Copy> Endpoint<T> {
         // moved a position below these snapshots is visible in the registry.
         let enqueued = self.mem.producer_line().pos.load(Acquire);
         let dequeued = self.mem.consumer_line().pos.load(Acquire);
+        // Claims are trusted below these; impossible ones are the claim loops' to report.
+        if enqueued >= POS_LIMIT || dequeued >= POS_LIMIT {
+            return false;
+        }
         let registry = self.mem.registry();
         let mut repaired = false;
         for (i, entry) in registry.iter().enumerate() {

@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use super::{peer_gone, publish};
+use super::{peer_gone, publish, POS_LIMIT};
 use super::{RingMem, Slot};
 use crate::error::{ChunkError, Corruption, PopError, PushError, TryPopError, TryPushError};
 use crate::sync::Ordering::Acquire;
@@ -38,14 +38,16 @@ pub(crate) struct Consumer<T> {
     tail_cache: u64,
 }
 
-/// Checks a (head, tail) pair read at attach time.
+/// Checks a (head, tail) pair read at attach time. Below [`POS_LIMIT`] here, the counters
+/// stay far from overflowing: each side only adds to its own, and checks the other's
+/// against it.
 fn check_pair(head: u64, tail: u64, capacity: u64) -> Result<(), Corruption> {
-    if tail < head || tail - head > capacity {
+    if tail >= POS_LIMIT || tail < head || tail - head > capacity {
         return Err(Corruption {
             counter: "tail",
             found: tail,
             min: head,
-            max: head.saturating_add(capacity),
+            max: head.saturating_add(capacity).min(POS_LIMIT - 1),
         });
     }
     Ok(())
