@@ -2,7 +2,9 @@
 # Runs every fuzz target for SECONDS (default 30) on the nightly toolchain, starting from
 # and adding to fuzz/corpus/<target>. Installs cargo-fuzz if it is missing. A crash or a
 # hang (an input that takes over 10 s) stops the run with the input saved under
-# fuzz/artifacts/<target>/: add it to fuzz/regressions/<target>/ once fixed.
+# fuzz/artifacts/<target>/: add it to fuzz/regressions/<target>/ once fixed. Optimised, but
+# with overflow checks and debug assertions (-a): arithmetic on a hostile counter that
+# overflows is a bug the fuzzer must see, not a silent wrap.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
 set -euo pipefail
@@ -20,12 +22,12 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
-cargo +nightly fuzz build -O
+cargo +nightly fuzz build -O -a
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     rm -rf "artifacts/$target"
     echo "== $target: ${seconds}s"
-    cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
+    cargo +nightly fuzz run -O -a "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -max_len=4096 -print_final_stats=1 2>&1 |
         grep -E '^(#[0-9]+.*DONE|stat::|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written)' || true
     # A failing run leaves its input under artifacts/.
