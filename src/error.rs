@@ -26,13 +26,16 @@ pub enum Error {
         /// The path or object refused.
         what: String,
     },
-    /// The filesystem behind the region is too small for it.
+    /// The filesystem behind the region is too small for it, or (a tmpfs or a memfd) the
+    /// memory that would back it is: more than MemAvailable + SwapFree, or than a memory
+    /// cgroup's limit. Checked before any of it is reserved.
     NoSpace {
         /// The directory (tmpfs mount) that ran out.
         dir: String,
         /// Bytes the region needs.
         needed: u64,
-        /// Bytes that were free there, when that could be read.
+        /// Bytes that were free there (the lower of the filesystem's free space and the
+        /// memory ceiling, on a tmpfs), when that could be read.
         available: Option<u64>,
     },
     /// The region was made for another type, version or kind of channel, or its header does
@@ -157,7 +160,9 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     ": make the channel smaller, or the tmpfs larger (docker run --shm-size=..., \
-                     Kubernetes emptyDir.sizeLimit, mount -o remount,size=...)"
+                     Kubernetes emptyDir.sizeLimit, mount -o remount,size=...); a tmpfs or \
+                     memfd region is memory, so it also needs that much free memory under the \
+                     memory cgroup's limit"
                 )
             }
             Error::Incompatible(m) => {

@@ -349,6 +349,56 @@ fn counters_at_the_end_of_u64_are_refused_at_attach() {
 }
 
 #[test]
+fn a_memfd_larger_than_memory_is_no_space_not_an_oom_kill() {
+    let _serial = common::serial();
+    let mut child = fork(|| {
+        // A guard for this test itself: should the check ever go, ftruncate or fallocate
+        // past 1 GiB fails (EFBIG) instead of filling the machine's memory. The library's
+        // own refusal comes first and says how much memory there is.
+        let limit = libc::rlimit {
+            rlim_cur: 1 << 30,
+            rlim_max: 1 << 30,
+        };
+        // SAFETY: plain syscalls on this process with valid arguments.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+        }
+        // 4 PiB of 4 KiB slots: a memfd has no size limit of its own.
+        match spsc::Channel::<[u8; 4096]>::create(Backing::memfd("huge"), 1 << 40) {
+            Err(e @ Error::NoSpace { .. }) => {
+                let text = e.to_string();
+                let Error::NoSpace {
+                    needed, available, ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                assert!(needed > 1 << 52, "needed {needed}");
+                let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+                let kib = |key: &str| -> u64 {
+                    let line = meminfo.lines().find(|l| l.starts_with(key)).unwrap();
+                    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+                };
+                let machine = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
+                assert!(
+                    available.is_some_and(|room| room > 0 && room <= machine),
+                    "{available:?} of {machine}"
+                );
+                assert!(text.contains("memory cgroup"), "{text}");
+            }
+            other => panic!("expected NoSpace, got {:?}", other.err()),
+        }
+        // One that fits is still made.
+        let chan = spsc::Channel::<[u8; 4096]>::create(Backing::memfd("fits"), 16).unwrap();
+        chan.producer().unwrap().try_push([7; 4096]).unwrap();
+        assert_eq!(chan.consumer().unwrap().try_pop(), Ok([7; 4096]));
+        0
+    });
+    expect_exit(&mut child, 0, "a memfd larger than memory");
+}
+
+#[test]
 fn a_full_tmpfs_is_no_space_not_sigbus() {
     let _serial = common::serial();
     if !is_root() {

@@ -2,12 +2,14 @@
 //! what a slot is.
 //!
 //! Create sizes the file with `ftruncate` and then `posix_fallocate`, so a tmpfs that is too
-//! small fails here with [`Error::NoSpace`] rather than with a SIGBUS on first touch. A create
-//! that fails at any step removes what it made.
+//! small fails here with [`Error::NoSpace`] rather than with a SIGBUS on first touch; on a
+//! tmpfs (a memfd's too) a size beyond the memory there is fails before any of it is reserved
+//! (`memory`). A create that fails at any step removes what it made.
 
 pub(crate) mod file;
 pub(crate) mod lock;
 pub(crate) mod memfd;
+mod memory;
 pub(crate) mod shm;
 
 use std::ffi::CString;
@@ -191,15 +193,17 @@ fn free_bytes(dir: &str) -> Option<u64> {
 }
 
 /// The filesystem's allocation unit for `fd` (the huge page size on hugetlbfs), so sizes
-/// can be rounded to what ftruncate and mmap accept there.
-fn block_size(fd: BorrowedFd<'_>) -> u64 {
+/// can be rounded to what ftruncate and mmap accept there; and whether it is a tmpfs (a
+/// memfd's too), whose pages are memory.
+fn filesystem(fd: BorrowedFd<'_>) -> (u64, bool) {
     // SAFETY: statfs is a plain C struct, all-zero valid.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: fd is open for the call and `st` a valid out-pointer.
     if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 || st.f_bsize <= 0 {
-        return 4096;
+        return (4096, false);
     }
-    (st.f_bsize as u64).max(4096)
+    let tmpfs = st.f_type == libc::TMPFS_MAGIC;
+    ((st.f_bsize as u64).max(4096), tmpfs)
 }
 
 /// Options for [`Region::create`].
@@ -337,18 +341,27 @@ impl Region {
                 return Err(io("fchmod", io::Error::last_os_error()));
             }
         }
-        let block = block_size(file.fd.as_fd());
+        let (block, on_tmpfs) = filesystem(file.fd.as_fd());
         let size = len.div_ceil(block) * block;
-        let no_space = || Error::NoSpace {
+        let free = free_bytes(&backing.space_dir());
+        let no_space = |available| Error::NoSpace {
             dir: backing.space_dir(),
             needed: size,
-            available: free_bytes(&backing.space_dir()),
+            available,
         };
+        if on_tmpfs {
+            // Refused before any of it is reserved: a memfd has no size limit, and reserving
+            // more than the machine has wakes the OOM killer instead of failing.
+            let room = free.into_iter().chain(memory::ceiling()).min();
+            if room.is_some_and(|room| size > room) {
+                return Err(no_space(room));
+            }
+        }
         // SAFETY: fd is open for the call.
         if unsafe { libc::ftruncate(file.fd.as_raw_fd(), size as libc::off_t) } != 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) => no_space(),
+                Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) => no_space(free),
                 _ => io("ftruncate", e),
             });
         }
@@ -356,7 +369,7 @@ impl Region {
         let rc = unsafe { libc::posix_fallocate(file.fd.as_raw_fd(), 0, size as libc::off_t) };
         match rc {
             0 => {}
-            libc::ENOSPC | libc::ENOMEM | libc::EFBIG => return Err(no_space()),
+            libc::ENOSPC | libc::ENOMEM | libc::EFBIG => return Err(no_space(free)),
             // A filesystem without fallocate: nothing to reserve up front; mapping still works.
             libc::EOPNOTSUPP | libc::ENODEV => {}
             errno => return Err(io("posix_fallocate", io::Error::from_raw_os_error(errno))),
