@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::{addr_of, addr_of_mut, NonNull};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Mismatch};
 use crate::layout::{
@@ -17,6 +17,7 @@ use crate::sync::{
     AtomicU32,
     Ordering::{Acquire, Release},
 };
+use crate::wait::{deadline, expired};
 
 /// How often a non-blocking call that finds the ring full (or empty) may probe its peers'
 /// locks, a system call.
@@ -92,11 +93,6 @@ fn coarse_now_ns() -> u64 {
     // SAFETY: a valid clock id and out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// The deadline `timeout` from now; a timeout too large for `Instant` is no deadline.
-pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
 }
 
 /// Options for creating or opening a channel; see the setters on [`Builder`].
@@ -482,7 +478,7 @@ impl Shared {
 /// Reads the header once the creator has published READY, waiting up to `wait`.
 fn wait_ready(region: &Region, wait: Duration) -> Result<Config, Error> {
     let header = region.base().cast::<Header>();
-    let deadline = Instant::now() + wait;
+    let deadline = deadline(wait);
     loop {
         // SAFETY: the mapping holds at least HEADER_LEN bytes (checked by Region::attach);
         // a volatile copy forms no reference to bytes a peer may be writing.
@@ -510,7 +506,7 @@ fn wait_ready(region: &Region, wait: Duration) -> Result<Config, Error> {
             // SAFETY: as above.
             return Ok(unsafe { addr_of!((*header.as_ptr()).config).read_volatile() });
         }
-        if Instant::now() >= deadline {
+        if expired(deadline) {
             return Err(Error::NotReady {
                 what: region.describe(),
                 waited: wait,

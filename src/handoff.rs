@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use crate::channel::{Builder, Flavor};
 use crate::error::{Error, Mismatch};
 use crate::region::os_error;
+use crate::wait::deadline;
 
 const MAGIC: [u8; 8] = *b"SHMLHAND";
 /// Bumped on any change to the message below.
@@ -354,7 +355,7 @@ fn receive<C: Flavor>(
     options: Builder<C>,
     what: &str,
 ) -> Result<C, Error> {
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline(timeout);
     let mut message = [0u8; MESSAGE_LEN];
     stream
         .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
@@ -364,7 +365,7 @@ fn receive<C: Flavor>(
     // A stream may deliver the message in pieces; the fd comes with the first.
     while got < MESSAGE_LEN && got > 0 {
         let left = deadline
-            .saturating_duration_since(Instant::now())
+            .map_or(timeout, |d| d.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(1));
         stream
             .set_read_timeout(Some(left))

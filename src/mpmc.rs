@@ -43,12 +43,12 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use crate::channel::{deadline, Builder, Flavor, Options, ProbeClock, RoleLock, Shared};
+use crate::channel::{Builder, Flavor, Options, ProbeClock, RoleLock, Shared};
 use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{entry_state, type_tag_of, Expected, Geometry, Kind, MpmcSlot};
 use crate::region::{lock, Backing};
 use crate::ring::mpmc::Endpoint;
-use crate::wait::WaitMode;
+use crate::wait::{deadline, WaitMode};
 
 /// A handle to an MPMC channel region.
 pub struct Channel<T> {

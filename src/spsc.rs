@@ -35,14 +35,14 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use crate::channel::{
-    deadline, peer_state, Builder, Flavor, Options, PeerState, ProbeClock, RoleLock, Shared,
+    peer_state, Builder, Flavor, Options, PeerState, ProbeClock, RoleLock, Shared,
 };
 use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{type_tag_of, Expected, Geometry, Header, Kind};
 use crate::region::{lock, Backing};
 use crate::ring::{self as rings, spsc as ring};
 use crate::sync::AtomicU32;
-use crate::wait::WaitMode;
+use crate::wait::{deadline, WaitMode};
 
 /// A handle to an SPSC channel region. Cheap to keep; endpoints keep the region mapped on
 /// their own.

@@ -77,6 +77,17 @@ fn wake(line: &Line) {
     futex_wake_all(&line.event);
 }
 
+/// The deadline `timeout` from now; a timeout too large for `Instant` (`Duration::MAX`, say)
+/// is no deadline.
+pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Whether `deadline` (if any) has passed.
+pub(crate) fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
 /// Tries `attempt` until it yields a result or `deadline` passes (then `None`), waiting on
 /// `line` in between as `mode` says. `attempt(probe)` gets `probe = true` after a park slice
 /// passes without a wake-up (and on a BusyPoll every slice): the moment to check, at some

@@ -187,6 +187,30 @@ fn mpmc_channels_and_abstract_names_work_too() {
     });
 }
 
+#[test]
+fn a_timeout_of_duration_max_means_no_limit() {
+    let _serial = common::serial();
+    let name = unique("handoff-forever");
+    let chan = spsc::Channel::<u64>::create(Backing::memfd("forever"), 16).unwrap();
+    let listener = Listener::bind_abstract(&name).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| listener.accept(&chan).unwrap());
+        // Duration::MAX is past what an Instant can hold: it must mean "no deadline".
+        let received: spsc::Channel<u64> = handoff::connect_abstract(&name, Duration::MAX).unwrap();
+        chan.producer().unwrap().push(4).unwrap();
+        assert_eq!(received.consumer().unwrap().pop(), Ok(4));
+    });
+    let named = unique("forever-open");
+    let created = spsc::Channel::<u64>::create(Backing::shm(&named), 16).unwrap();
+    let opened = spsc::Channel::<u64>::builder()
+        .open_timeout(Duration::MAX)
+        .open(Backing::shm(&named))
+        .unwrap();
+    created.producer().unwrap().push(5).unwrap();
+    let mut rx = opened.consumer().unwrap();
+    assert_eq!(rx.pop_timeout(Duration::MAX), Ok(5));
+}
+
 /// A server that is not shmlane's, or speaks another version: `reply` is all it sends.
 fn fake_server(reply: Vec<u8>) -> (ScratchDir, std::path::PathBuf, std::thread::JoinHandle<()>) {
     let dir = ScratchDir::new("handoff-fake");

@@ -18,11 +18,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Mismatch};
+use crate::wait::{deadline, expired};
 
 /// Where a channel's memory comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,14 +267,14 @@ impl RegionFile {
 
     /// Waits until the file is at least `min_len` bytes (a creator may still be sizing it).
     fn wait_for_len(&self, min_len: u64, wait: Duration) -> Result<u64, Error> {
-        let deadline = Instant::now() + wait;
+        let deadline = deadline(wait);
         loop {
             let st = fstat(self.fd.as_fd()).map_err(|e| os_error("fstat", &self.describe(), e))?;
             let len = st.st_size.max(0) as u64;
             if len >= min_len {
                 return Ok(len);
             }
-            if Instant::now() >= deadline {
+            if expired(deadline) {
                 return Err(Error::Incompatible(Mismatch {
                     field: "file size",
                     expected: format!("at least {min_len} bytes (a shmlane header)"),
