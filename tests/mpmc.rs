@@ -322,18 +322,32 @@ fn u64_slot_seq(i: usize) -> usize {
     REGISTRY + 4 * ENTRY_LEN + 16 * i
 }
 
-#[test]
-fn slices_that_meet_corruption_midway_keep_the_count_of_what_moved() {
-    let _serial = common::serial();
-    let name = unique("mpmc-slice-corrupt");
+/// An 8-slot u64 channel in /dev/shm with a producer and a consumer, and its bytes as a
+/// hostile peer sees them.
+fn u64_channel_seen_raw(
+    label: &str,
+) -> (
+    mpmc::Channel<u64>,
+    mpmc::Producer<u64>,
+    mpmc::Consumer<u64>,
+    Raw,
+) {
+    let name = unique(label);
     let chan = mpmc::Channel::<u64>::builder()
         .capacity(8)
         .registry_len(4)
         .create(Backing::shm(&name))
         .unwrap();
-    let mut tx = chan.producer().unwrap();
-    let mut rx = chan.consumer().unwrap();
+    let tx = chan.producer().unwrap();
+    let rx = chan.consumer().unwrap();
     let raw = Raw::shm(&name, 4096);
+    (chan, tx, rx, raw)
+}
+
+#[test]
+fn slices_that_meet_corruption_midway_keep_the_count_of_what_moved() {
+    let _serial = common::serial();
+    let (_chan, mut tx, mut rx, raw) = u64_channel_seen_raw("mpmc-slice-corrupt");
     // Slot 2 claims to belong to position 5: impossible for the producer at position 2.
     raw.u64(u64_slot_seq(2)).store(5, Relaxed);
     assert_eq!(tx.push_slice(&[10, 11, 12, 13]), Ok(2));
@@ -357,15 +371,7 @@ fn slices_that_meet_corruption_midway_keep_the_count_of_what_moved() {
 #[test]
 fn positions_past_the_limit_are_corruption_not_overflow() {
     let _serial = common::serial();
-    let name = unique("mpmc-huge-position");
-    let chan = mpmc::Channel::<u64>::builder()
-        .capacity(8)
-        .registry_len(4)
-        .create(Backing::shm(&name))
-        .unwrap();
-    let mut tx = chan.producer().unwrap();
-    let mut rx = chan.consumer().unwrap();
-    let raw = Raw::shm(&name, 4096);
+    let (chan, mut tx, mut rx, raw) = u64_channel_seen_raw("mpmc-huge-position");
     tx.try_push(10).unwrap();
     let wait = Duration::from_millis(10);
     // A position at the end of u64: the next claim would move it past the end (a panic in
