@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use common::{expect_exit, fork, is_root, poke_u64, unique, ScratchDir, SKIP};
+use common::{expect_exit, fork, is_root, mount_private_tmpfs, poke_u64, unique, ScratchDir, SKIP};
 use shmlane::{spsc, Backing, ChunkError, Error, PeerState, PopError, TryPopError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
@@ -399,6 +399,63 @@ fn a_memfd_larger_than_memory_is_no_space_not_an_oom_kill() {
 }
 
 #[test]
+fn a_region_with_holes_on_a_full_tmpfs_is_no_space_at_open_not_sigbus() {
+    let _serial = common::serial();
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = ScratchDir::new("holes-tmpfs");
+    let mount_point = dir.0.clone();
+    let mut child = fork(move || {
+        if let Err(why) = mount_private_tmpfs(&mount_point, "size=1m") {
+            eprintln!("{why}");
+            return SKIP;
+        }
+        let path = mount_point.join("ring");
+        // 512 KiB of slots, all backed: a full filesystem does not stop an open.
+        let created = spsc::Channel::<[u64; 8]>::create(Backing::file(&path), 1 << 13).unwrap();
+        let filler = mount_point.join("filler");
+        let mut fill = std::fs::File::create(&filler).unwrap();
+        while std::io::Write::write_all(&mut fill, &[1u8; 4096]).is_ok() {}
+        drop(spsc::Channel::<[u64; 8]>::open(Backing::file(&path)).unwrap());
+        // What a creator that is not shmlane (or a hostile one) may leave: holes in the
+        // slots. A page faulted into one on a full tmpfs would be a SIGBUS.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // SAFETY: plain syscall on an open file.
+        let punched = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                64 << 10,
+                256 << 10,
+            )
+        };
+        assert_eq!(punched, 0, "{}", std::io::Error::last_os_error());
+        // The space the holes gave back goes to the filler.
+        while std::io::Write::write_all(&mut fill, &[1u8; 4096]).is_ok() {}
+        match spsc::Channel::<[u64; 8]>::open(Backing::file(&path)) {
+            Err(Error::NoSpace { dir, needed, .. }) => {
+                assert_eq!(dir, mount_point.to_str().unwrap());
+                assert!(needed > 512 << 10, "needed {needed}");
+            }
+            other => panic!("expected NoSpace, got {:?}", other.err()),
+        }
+        // With room again, the open fills the holes and every slot works.
+        drop(fill);
+        std::fs::remove_file(&filler).unwrap();
+        let opened = spsc::Channel::<[u64; 8]>::open(Backing::file(&path)).unwrap();
+        let (mut tx, mut rx) = (created.producer().unwrap(), opened.consumer().unwrap());
+        for i in 0..(1u64 << 14) {
+            tx.try_push([i; 8]).unwrap();
+            assert_eq!(rx.try_pop(), Ok([i; 8]));
+        }
+        0
+    });
+    expect_exit(&mut child, 0, "holes on a full tmpfs");
+}
+
+#[test]
 fn a_full_tmpfs_is_no_space_not_sigbus() {
     let _serial = common::serial();
     if !is_root() {
@@ -408,38 +465,9 @@ fn a_full_tmpfs_is_no_space_not_sigbus() {
     let dir = ScratchDir::new("small-tmpfs");
     let mount_point = dir.0.clone();
     let mut child = fork(move || {
-        // A private mount namespace: the 1 MiB tmpfs vanishes with this process.
-        // SAFETY: plain syscalls with valid C strings.
-        unsafe {
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                eprintln!(
-                    "unshare(CLONE_NEWNS) refused: {}",
-                    std::io::Error::last_os_error()
-                );
-                return SKIP;
-            }
-            libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            );
-            let target = std::ffi::CString::new(mount_point.to_str().unwrap()).unwrap();
-            if libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                c"size=1m".as_ptr().cast(),
-            ) != 0
-            {
-                eprintln!(
-                    "mount -t tmpfs refused: {}",
-                    std::io::Error::last_os_error()
-                );
-                return SKIP;
-            }
+        if let Err(why) = mount_private_tmpfs(&mount_point, "size=1m") {
+            eprintln!("{why}");
+            return SKIP;
         }
         let path = mount_point.join("big");
         // 4 MiB of slots in a 1 MiB tmpfs.

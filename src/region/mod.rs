@@ -69,17 +69,6 @@ impl Backing {
         }
     }
 
-    /// The directory whose space a create uses, for NoSpace messages.
-    fn space_dir(&self) -> String {
-        match &self.0 {
-            Source::Shm(_) => shm::SHM_DIR.to_string(),
-            Source::File(path) => file::dir_of(path),
-            Source::Memfd(_) => {
-                "anonymous shared memory (memfd; limited by RAM and the memory cgroup)".into()
-            }
-        }
-    }
-
     /// Opens the existing object read-write.
     fn open_existing(&self) -> Result<(OwnedFd, Name), Error> {
         let what = self.describe();
@@ -113,6 +102,17 @@ enum Name {
 }
 
 impl Name {
+    /// The directory whose space the region uses, for NoSpace messages.
+    fn space_dir(&self) -> String {
+        match self {
+            Name::Shm(_) => shm::SHM_DIR.to_string(),
+            Name::File(path) => file::dir_of(path),
+            Name::Anonymous(_) => {
+                "anonymous shared memory (memfd; limited by RAM and the memory cgroup)".into()
+            }
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Name::Shm(object) => shm::display(object),
@@ -265,6 +265,53 @@ impl RegionFile {
         self.name.describe()
     }
 
+    /// Bytes free in the filesystem of the region, when that can be read.
+    fn free_space(&self) -> Option<u64> {
+        free_bytes(&self.name.space_dir())
+    }
+
+    /// NoSpace for a region of `needed` bytes here, `available` of them free.
+    fn no_space(&self, needed: u64, available: Option<u64>) -> Error {
+        Error::NoSpace {
+            dir: self.name.space_dir(),
+            needed,
+            available,
+        }
+    }
+
+    /// Refuses a region of `len` bytes, `missing` of them without backing store yet, that
+    /// cannot have it: on a tmpfs, whose pages are memory (a memfd's too), more than the
+    /// free space or the memory ceiling. Before any of it is reserved: a memfd has no size
+    /// limit, and reserving more than the machine has wakes the OOM killer instead of
+    /// failing.
+    fn check_room(&self, len: u64, missing: u64, on_tmpfs: bool) -> Result<(), Error> {
+        if !on_tmpfs {
+            return Ok(());
+        }
+        let room = self.free_space().into_iter().chain(memory::ceiling()).min();
+        match room {
+            Some(room) if missing > room => Err(self.no_space(len, Some(room))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives the first `len` bytes real backing store, so that no page of the mapping faults
+    /// for want of space later (a SIGBUS): NoSpace if there is not enough.
+    fn allocate(&self, len: u64) -> Result<(), Error> {
+        // SAFETY: fd is open for the call.
+        match unsafe { libc::posix_fallocate(self.fd.as_raw_fd(), 0, len as libc::off_t) } {
+            0 => Ok(()),
+            libc::ENOSPC | libc::ENOMEM | libc::EFBIG => Err(self.no_space(len, self.free_space())),
+            // A filesystem without fallocate: nothing to reserve up front; mapping still works.
+            libc::EOPNOTSUPP | libc::ENODEV => Ok(()),
+            errno => Err(os_error(
+                "posix_fallocate",
+                &self.describe(),
+                io::Error::from_raw_os_error(errno),
+            )),
+        }
+    }
+
     /// Waits until the file is at least `min_len` bytes (a creator may still be sizing it).
     fn wait_for_len(&self, min_len: u64, wait: Duration) -> Result<u64, Error> {
         let deadline = deadline(wait);
@@ -344,37 +391,18 @@ impl Region {
         }
         let (block, on_tmpfs) = filesystem(file.fd.as_fd());
         let size = len.div_ceil(block) * block;
-        let free = free_bytes(&backing.space_dir());
-        let no_space = |available| Error::NoSpace {
-            dir: backing.space_dir(),
-            needed: size,
-            available,
-        };
-        if on_tmpfs {
-            // Refused before any of it is reserved: a memfd has no size limit, and reserving
-            // more than the machine has wakes the OOM killer instead of failing.
-            let room = free.into_iter().chain(memory::ceiling()).min();
-            if room.is_some_and(|room| size > room) {
-                return Err(no_space(room));
-            }
-        }
+        file.check_room(size, size, on_tmpfs)?;
         // SAFETY: fd is open for the call.
         if unsafe { libc::ftruncate(file.fd.as_raw_fd(), size as libc::off_t) } != 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) => no_space(free),
+                Some(libc::ENOSPC) | Some(libc::EFBIG) | Some(libc::ENOMEM) => {
+                    file.no_space(size, file.free_space())
+                }
                 _ => io("ftruncate", e),
             });
         }
-        // SAFETY: fd is open for the call.
-        let rc = unsafe { libc::posix_fallocate(file.fd.as_raw_fd(), 0, size as libc::off_t) };
-        match rc {
-            0 => {}
-            libc::ENOSPC | libc::ENOMEM | libc::EFBIG => return Err(no_space(free)),
-            // A filesystem without fallocate: nothing to reserve up front; mapping still works.
-            libc::EOPNOTSUPP | libc::ENODEV => {}
-            errno => return Err(io("posix_fallocate", io::Error::from_raw_os_error(errno))),
-        }
+        file.allocate(size)?;
         let map = map(&file, size, options.populate)?;
         file.unlink_on_drop = !options.persist && !matches!(file.name, Name::Anonymous(_));
         Ok(Region { map, file })
@@ -409,6 +437,14 @@ impl Region {
 
     fn attach(file: RegionFile, min_len: u64, wait: Duration) -> Result<Region, Error> {
         let len = file.wait_for_len(min_len, wait)?;
+        // A creator that was not shmlane (or a hostile one) may have left holes: a page
+        // faulted into a hole on a full filesystem is a SIGBUS. Backed now, or NoSpace.
+        let st = fstat(file.fd.as_fd()).map_err(|e| os_error("fstat", &file.describe(), e))?;
+        let holes = len.saturating_sub((st.st_blocks.max(0) as u64).saturating_mul(512));
+        if holes > 0 {
+            file.check_room(len, holes, filesystem(file.fd.as_fd()).1)?;
+            file.allocate(len)?;
+        }
         let map = map(&file, len, false)?;
         Ok(Region { map, file })
     }

@@ -200,6 +200,43 @@ pub mod offsets {
     pub const ENTRY_CLAIMING: usize = 8;
 }
 
+/// In a forked child: a private mount namespace with a tmpfs (`options`, e.g. "size=1m")
+/// mounted at `mount_point`, gone when the child exits. Err says why it could not be had.
+pub fn mount_private_tmpfs(mount_point: &Path, options: &str) -> Result<(), String> {
+    let target = std::ffi::CString::new(mount_point.to_str().unwrap()).unwrap();
+    let options = std::ffi::CString::new(options).unwrap();
+    // SAFETY: plain syscalls with valid C strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(format!(
+                "unshare(CLONE_NEWNS) refused: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
+        if libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        ) != 0
+        {
+            return Err(format!(
+                "mount -t tmpfs refused: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the tests of one binary one at a time. A test that forks while another test's
 /// thread holds a role lock, a listener or a pipe would hand its child a copy of that
 /// descriptor, and the copy keeps the lock (or socket) alive until the child exits: the
