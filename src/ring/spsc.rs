@@ -118,7 +118,7 @@ impl<T: Copy> Producer<T> {
     }
 
     /// Pushes one value if a slot is free: `Ok(false)` when full.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn push(&mut self, value: T) -> Result<bool, Corruption> {
         if self.push_cached(value) {
             return Ok(true);
@@ -176,6 +176,26 @@ impl<T: Copy> Producer<T> {
         peer_gone(&self.mem.header().consumer_state, probe, died)
     }
 
+    /// One look for `n` free slots: `Some(Ok)` when there are, an error for good (the value,
+    /// if any, to be added by the caller), or `None` when there are fewer and the consumer is
+    /// still there. It holds no value: a large `T` is not copied through it.
+    #[inline]
+    pub(crate) fn try_room(
+        &mut self,
+        n: usize,
+        probe: bool,
+        died: &mut impl FnMut() -> bool,
+    ) -> Option<Result<(), TryPushError<()>>> {
+        if self.consumer_gone(probe, died) {
+            return Some(Err(TryPushError::Disconnected(())));
+        }
+        match self.free(n) {
+            Ok(free) if free >= n => Some(Ok(())),
+            Ok(_) => None,
+            Err(c) => Some(Err(TryPushError::Corrupt((), c))),
+        }
+    }
+
     /// One push attempt: done (pushed or failed for good), or `None` when the ring is full
     /// and the consumer still there.
     #[inline]
@@ -185,17 +205,43 @@ impl<T: Copy> Producer<T> {
         probe: bool,
         died: &mut impl FnMut() -> bool,
     ) -> Option<Result<(), TryPushError<T>>> {
-        if self.consumer_gone(probe, died) {
-            return Some(Err(TryPushError::Disconnected(value)));
-        }
-        match self.push(value) {
-            Ok(true) => Some(Ok(())),
-            Ok(false) => None,
-            Err(c) => Some(Err(TryPushError::Corrupt(value, c))),
-        }
+        Some(match self.try_room(1, probe, died)? {
+            Ok(()) => {
+                let pushed = self.push_cached(value);
+                debug_assert!(pushed, "try_room saw a free slot");
+                Ok(())
+            }
+            Err(e) => Err(e.with(value)),
+        })
     }
 
-    /// Pushes, waiting for room as `mode` says until `deadline`.
+    /// Waits as `mode` says until `deadline` for `n` free slots (at most the capacity); too
+    /// few at the end of the wait is a `Timeout`.
+    fn wait_room(
+        &mut self,
+        n: usize,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        died: &mut impl FnMut() -> bool,
+    ) -> Result<(), PushError<()>> {
+        let first = self.try_room(n, false, died);
+        let outcome = first.or_else(|| {
+            // SAFETY: `self.mem` keeps the header alive and outlives the wait; the attempts
+            // borrow `self` but never replace `self.mem`.
+            let header = unsafe { self.mem.header_detached() };
+            wait::block_on(&header.consumer, mode, deadline, |probe| {
+                self.try_room(n, probe, died)
+            })
+        });
+        outcome
+            .unwrap_or(Err(TryPushError::Full(())))
+            .map_err(PushError::from)
+    }
+
+    /// Pushes, waiting for room as `mode` says until `deadline`. The wait holds no value and
+    /// this is inlined, so `value` goes from the caller straight into the slot: a large `T`
+    /// is not copied once per layer (nor kept on the stack several times over).
+    #[inline(always)]
     pub(crate) fn push_until(
         &mut self,
         value: T,
@@ -203,21 +249,14 @@ impl<T: Copy> Producer<T> {
         deadline: Option<Instant>,
         died: &mut impl FnMut() -> bool,
     ) -> Result<(), PushError<T>> {
-        let outcome = match self.try_push(value, false, died) {
-            Some(done) => Some(done),
-            None => {
-                // SAFETY: `self.mem` keeps the header alive and outlives the wait; the
-                // attempts borrow `self` but never replace `self.mem`.
-                let header = unsafe { self.mem.header_detached() };
-                wait::block_on(&header.consumer, mode, deadline, |probe| {
-                    self.try_push(value, probe, died)
-                })
+        match self.wait_room(1, mode, deadline, died) {
+            Ok(()) => {
+                let pushed = self.push_cached(value);
+                debug_assert!(pushed, "the wait saw a free slot");
+                Ok(())
             }
-        };
-        // `try_push` reports a full ring as None: at the end of the wait that is a timeout.
-        outcome
-            .unwrap_or(Err(TryPushError::Full(value)))
-            .map_err(PushError::from)
+            Err(e) => Err(e.with(value)),
+        }
     }
 
     /// Waits as `mode` says until `deadline` for `n` free slots.
@@ -233,19 +272,12 @@ impl<T: Copy> Producer<T> {
                 self.free(n).map_err(ChunkError::Corrupt)?,
             ));
         }
-        // SAFETY: as in `push_until`.
-        let header = unsafe { self.mem.header_detached() };
-        let ready = wait::block_on(&header.consumer, mode, deadline, |probe| {
-            if self.consumer_gone(probe, died) {
-                return Some(Err(ChunkError::Disconnected));
-            }
-            match self.free(n) {
-                Ok(free) if free >= n => Some(Ok(())),
-                Ok(_) => None,
-                Err(c) => Some(Err(ChunkError::Corrupt(c))),
-            }
-        });
-        ready.unwrap_or(Err(ChunkError::Timeout))
+        self.wait_room(n, mode, deadline, died)
+            .map_err(|e| match e {
+                PushError::Timeout(()) => ChunkError::Timeout,
+                PushError::Disconnected(()) => ChunkError::Disconnected,
+                PushError::Corrupt((), c) => ChunkError::Corrupt(c),
+            })
     }
 
     /// The count of the next slot to write.
