@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use common::{expect_exit, fork, is_root, mount_private_tmpfs, poke_u64, unique, ScratchDir, SKIP};
+use common::{expect_exit, fork, in_private_tmpfs, is_root, poke_u64, unique, ScratchDir, SKIP};
 use shmlane::{spsc, Backing, ChunkError, Error, PeerState, PopError, TryPopError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
@@ -401,17 +401,7 @@ fn a_memfd_larger_than_memory_is_no_space_not_an_oom_kill() {
 #[test]
 fn a_region_with_holes_on_a_full_tmpfs_is_no_space_at_open_not_sigbus() {
     let _serial = common::serial();
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
-    let dir = ScratchDir::new("holes-tmpfs");
-    let mount_point = dir.0.clone();
-    let mut child = fork(move || {
-        if let Err(why) = mount_private_tmpfs(&mount_point, "size=1m") {
-            eprintln!("{why}");
-            return SKIP;
-        }
+    in_private_tmpfs("size=1m", "holes on a full tmpfs", |mount_point| {
         let path = mount_point.join("ring");
         // 512 KiB of slots, all backed: a full filesystem does not stop an open.
         let created = spsc::Channel::<[u64; 8]>::create(Backing::file(&path), 1 << 13).unwrap();
@@ -452,23 +442,12 @@ fn a_region_with_holes_on_a_full_tmpfs_is_no_space_at_open_not_sigbus() {
         }
         0
     });
-    expect_exit(&mut child, 0, "holes on a full tmpfs");
 }
 
 #[test]
 fn a_full_tmpfs_is_no_space_not_sigbus() {
     let _serial = common::serial();
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
-    let dir = ScratchDir::new("small-tmpfs");
-    let mount_point = dir.0.clone();
-    let mut child = fork(move || {
-        if let Err(why) = mount_private_tmpfs(&mount_point, "size=1m") {
-            eprintln!("{why}");
-            return SKIP;
-        }
+    in_private_tmpfs("size=1m", "NoSpace on a 1 MiB tmpfs", |mount_point| {
         let path = mount_point.join("big");
         // 4 MiB of slots in a 1 MiB tmpfs.
         match spsc::Channel::<[u64; 8]>::create(Backing::file(&path), 1 << 16) {
@@ -496,13 +475,12 @@ fn a_full_tmpfs_is_no_space_not_sigbus() {
             other => panic!("expected NoSpace, got {:?}", other.err()),
         }
         // Nothing left behind, and a channel that fits still works.
-        assert_eq!(std::fs::read_dir(&mount_point).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(mount_point).unwrap().count(), 0);
         let chan = spsc::Channel::<u64>::create(Backing::file(&path), 1024).unwrap();
         chan.producer().unwrap().try_push(5).unwrap();
         assert_eq!(chan.consumer().unwrap().try_pop(), Ok(5));
         0
     });
-    expect_exit(&mut child, 0, "NoSpace on a 1 MiB tmpfs");
 }
 
 #[test]

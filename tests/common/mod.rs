@@ -200,9 +200,30 @@ pub mod offsets {
     pub const ENTRY_CLAIMING: usize = 8;
 }
 
-/// In a forked child: a private mount namespace with a tmpfs (`options`, e.g. "size=1m")
-/// mounted at `mount_point`, gone when the child exits. Err says why it could not be had.
-pub fn mount_private_tmpfs(mount_point: &Path, options: &str) -> Result<(), String> {
+/// Runs `body` in a forked child that has a private tmpfs (`options`, e.g. "size=1m")
+/// mounted at the directory `body` is given, gone when the child exits; `body` returns the
+/// child's exit code, which must be 0. Skipped, saying why, without root or where the
+/// mount is refused.
+pub fn in_private_tmpfs(options: &str, what: &str, body: impl FnOnce(&Path) -> i32) {
+    if !is_root() {
+        eprintln!("skipped: {what}: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = ScratchDir::new("tmpfs");
+    let mount_point = dir.0.clone();
+    let mut child = fork(move || {
+        if let Err(why) = mount_private_tmpfs(&mount_point, options) {
+            eprintln!("{why}");
+            return SKIP;
+        }
+        body(&mount_point)
+    });
+    expect_exit(&mut child, 0, what);
+}
+
+/// In a forked child: a private mount namespace with a tmpfs of `options` mounted at
+/// `mount_point`. Err says why it could not be had.
+fn mount_private_tmpfs(mount_point: &Path, options: &str) -> Result<(), String> {
     let target = std::ffi::CString::new(mount_point.to_str().unwrap()).unwrap();
     let options = std::ffi::CString::new(options).unwrap();
     // SAFETY: plain syscalls with valid C strings.
