@@ -207,12 +207,18 @@ impl<T: Copy> Producer<T> {
     ) -> Option<Result<(), TryPushError<T>>> {
         Some(match self.try_room(1, probe, died)? {
             Ok(()) => {
-                let pushed = self.push_cached(value);
-                debug_assert!(pushed, "try_room saw a free slot");
+                self.push_into_room(value);
                 Ok(())
             }
             Err(e) => Err(e.with(value)),
         })
+    }
+
+    /// Moves `value` into the free slot that a look for room (`try_room`) just found.
+    #[inline(always)]
+    fn push_into_room(&mut self, value: T) {
+        let pushed = self.push_cached(value);
+        debug_assert!(pushed, "a look for room saw a free slot");
     }
 
     /// Waits as `mode` says until `deadline` for `n` free slots (at most the capacity); too
@@ -251,8 +257,7 @@ impl<T: Copy> Producer<T> {
     ) -> Result<(), PushError<T>> {
         match self.wait_room(1, mode, deadline, died) {
             Ok(()) => {
-                let pushed = self.push_cached(value);
-                debug_assert!(pushed, "the wait saw a free slot");
+                self.push_into_room(value);
                 Ok(())
             }
             Err(e) => Err(e.with(value)),
