@@ -350,7 +350,7 @@ pub fn receive_from<C: Flavor>(stream: UnixStream, timeout: Duration) -> Result<
 }
 
 fn receive<C: Flavor>(
-    mut stream: UnixStream,
+    stream: UnixStream,
     timeout: Duration,
     options: Builder<C>,
     what: &str,
@@ -360,8 +360,10 @@ fn receive<C: Flavor>(
     stream
         .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
         .map_err(|e| os_error("setsockopt", what, e))?;
-    let (mut got, fd) =
-        recv_with_fd(stream.as_fd(), &mut message).map_err(|e| handshake_io(e, what))?;
+    let (mut got, fd) = retrying(stream.as_fd(), libc::SO_RCVTIMEO, deadline, || {
+        recv_with_fd(stream.as_fd(), &mut message)
+    })
+    .map_err(|e| handshake_io(e, what))?;
     // A stream may deliver the message in pieces; the fd comes with the first.
     while got < MESSAGE_LEN && got > 0 {
         let left = deadline
@@ -370,9 +372,10 @@ fn receive<C: Flavor>(
         stream
             .set_read_timeout(Some(left))
             .map_err(|e| os_error("setsockopt", what, e))?;
-        match stream
-            .read(&mut message[got..])
-            .map_err(|e| handshake_io(e, what))?
+        match retrying(stream.as_fd(), libc::SO_RCVTIMEO, deadline, || {
+            (&stream).read(&mut message[got..])
+        })
+        .map_err(|e| handshake_io(e, what))?
         {
             0 => break,
             n => got += n,
@@ -389,6 +392,57 @@ fn receive<C: Flavor>(
         }
     };
     options.from_fd(fd)
+}
+
+/// Runs a socket call again when a signal handler interrupted it (EINTR): the kernel never
+/// restarts a socket call that has a timeout set (SO_RCVTIMEO, SO_SNDTIMEO), whatever the
+/// handler's SA_RESTART (signal(7)). Before each new try, `socket`'s timeout for the call
+/// becomes what is left until `deadline`; past it, the interruption is a timeout, so
+/// signals that keep coming cannot stretch the wait.
+fn retrying<T>(
+    socket: BorrowedFd<'_>,
+    timeout: libc::c_int,
+    deadline: Option<Instant>,
+    mut call: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if let Some(deadline) = deadline {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    set_timeout(socket, timeout, left)?;
+                }
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Sets a socket's `timeout` option (SO_RCVTIMEO or SO_SNDTIMEO) to `value` (at least 1 us:
+/// zero would mean none).
+fn set_timeout(socket: BorrowedFd<'_>, timeout: libc::c_int, value: Duration) -> io::Result<()> {
+    let value = value.max(Duration::from_micros(1));
+    let tv = libc::timeval {
+        tv_sec: value.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_usec: value.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `tv` is a valid timeval for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            timeout,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn handshake_io(e: io::Error, what: &str) -> Error {
@@ -543,11 +597,15 @@ fn send(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io:
                 .write_unaligned(fd.as_raw_fd());
         }
     }
-    // SAFETY: msg points to live buffers (iov, control) for the duration of the call.
-    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let deadline = deadline(SEND_TIMEOUT);
+    let sent = retrying(socket, libc::SO_SNDTIMEO, deadline, || {
+        // SAFETY: msg points to live buffers (iov, control) for the duration of the call.
+        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sent)
+    })?;
     if (sent as usize) < bytes.len() {
         // The fd went with the first part; a unix stream takes 256 bytes at once in practice.
         let mut stream = std::mem::ManuallyDrop::new(

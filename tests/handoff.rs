@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
-use common::{expect_exit, fork, is_root, unique, ScratchDir, SKIP};
+use common::{expect_exit, fork, is_root, under_signals, unique, ScratchDir, SKIP};
 use shmlane::handoff::{self, Listener, Outcome, Policy};
 use shmlane::{mpmc, spsc, Backing, Error, PopError};
 
@@ -209,6 +209,46 @@ fn a_timeout_of_duration_max_means_no_limit() {
     created.producer().unwrap().push(5).unwrap();
     let mut rx = opened.consumer().unwrap();
     assert_eq!(rx.pop_timeout(Duration::MAX), Ok(5));
+}
+
+#[test]
+fn signals_during_a_handshake_neither_fail_it_nor_stretch_its_timeout() {
+    let _serial = common::serial();
+    let name = unique("handoff-signals");
+    let chan = spsc::Channel::<u64>::create(Backing::memfd("signals"), 16).unwrap();
+    let listener = Listener::bind_abstract(&name).unwrap();
+    std::thread::scope(|s| {
+        // The server answers late: the client waits in a read with a timeout, which the
+        // kernel never restarts after a signal handler, SA_RESTART or not (signal(7)).
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            listener.accept(&chan).unwrap();
+        });
+        let received: spsc::Channel<u64> = under_signals(Duration::from_millis(1), || {
+            handoff::connect_abstract(&name, WAIT)
+        })
+        .unwrap();
+        chan.producer().unwrap().push(6).unwrap();
+        assert_eq!(received.consumer().unwrap().pop(), Ok(6));
+    });
+    // A server that never answers: signals that keep coming do not stretch the timeout.
+    let dir = ScratchDir::new("handoff-silent");
+    let sock = dir.path("sock");
+    let _silent = UnixListener::bind(&sock).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = under_signals(Duration::from_millis(1), || {
+        handoff::connect::<spsc::Channel<u64>>(&sock, Duration::from_millis(100))
+    });
+    assert!(
+        matches!(&outcome, Err(Error::Handshake { reason }) if reason.contains("within the timeout")),
+        "{:?}",
+        outcome.err()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A server that is not shmlane's, or speaks another version: `reply` is all it sends.

@@ -258,6 +258,39 @@ fn mount_private_tmpfs(mount_point: &Path, options: &str) -> Result<(), String> 
     Ok(())
 }
 
+/// Runs `f` while another thread sends SIGUSR1 to the calling thread every `every`, with a
+/// handler that does nothing, installed with SA_RESTART as most are: whatever blocking
+/// system call `f` makes and the kernel does not restart (a socket call with a timeout,
+/// a long fallocate) is interrupted.
+pub fn under_signals<R>(every: Duration, f: impl FnOnce() -> R) -> R {
+    extern "C" fn nothing(_: libc::c_int) {}
+    // SAFETY: sigaction is plain data; the handler is async-signal-safe (it does nothing).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    // SAFETY: pthread_self has no preconditions.
+    let target = unsafe { libc::pthread_self() };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: `target` is this scope's caller, alive until `stop` is set.
+                unsafe { libc::pthread_kill(target, libc::SIGUSR1) };
+                std::thread::sleep(every);
+            }
+        });
+        let result = f();
+        stop.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
 /// Runs the tests of one binary one at a time. A test that forks while another test's
 /// thread holds a role lock, a listener or a pipe would hand its child a copy of that
 /// descriptor, and the copy keeps the lock (or socket) alive until the child exits: the
