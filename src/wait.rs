@@ -85,20 +85,39 @@ pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
 
 /// Whether `deadline` (if any) has passed.
 pub(crate) fn expired(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
+    passed(deadline, Instant::now())
+}
+
+/// Whether `deadline` (if any) had passed at `now`.
+fn passed(deadline: Option<Instant>, now: Instant) -> bool {
+    deadline.is_some_and(|d| now >= d)
 }
 
 /// Tries `attempt` until it yields a result or `deadline` passes (then `None`), waiting on
 /// `line` in between as `mode` says. `attempt(probe)` gets `probe = true` after a park slice
 /// passes without a wake-up (and on a BusyPoll every slice): the moment to check, at some
-/// cost, whether the peer died.
+/// cost, whether the peer died. The first try is inlined into the caller: a blocking call
+/// that need not wait costs that try and nothing more.
+#[inline(always)]
 pub(crate) fn block_on<R>(
     line: &Line,
     mode: WaitMode,
     deadline: Option<Instant>,
     mut attempt: impl FnMut(bool) -> Option<R>,
 ) -> Option<R> {
-    let expired = |now: Instant| deadline.is_some_and(|d| now >= d);
+    match attempt(false) {
+        Some(done) => Some(done),
+        None => wait_on(line, mode, deadline, attempt),
+    }
+}
+
+/// `block_on` after its first try.
+fn wait_on<R>(
+    line: &Line,
+    mode: WaitMode,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut(bool) -> Option<R>,
+) -> Option<R> {
     if mode != WaitMode::Park {
         // Before any clock read: most waits under load end within these spins, and a clock
         // read (some 25 ns on a VM) is a third of a round trip between two cores.
@@ -122,7 +141,7 @@ pub(crate) fn block_on<R>(
     let mut probe_next = true;
     loop {
         let now = Instant::now();
-        if expired(now) {
+        if passed(deadline, now) {
             // One last look: a result that arrived exactly at the deadline still counts.
             return attempt(true);
         }

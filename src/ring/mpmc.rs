@@ -584,16 +584,12 @@ impl<T: Copy> Endpoint<T> {
         deadline: Option<Instant>,
         alive: &mut impl FnMut(usize) -> bool,
     ) -> Result<u64, PushError<()>> {
-        let first = self.try_claim_slot(false, alive);
-        let outcome = first.or_else(|| {
-            wait::block_on(self.mem.consumer_line(), mode, deadline, |probe| {
-                self.try_claim_slot(probe, alive)
-            })
-        });
+        wait::block_on(self.mem.consumer_line(), mode, deadline, |probe| {
+            self.try_claim_slot(probe, alive)
+        })
         // A full ring is None: at the end of the wait that is a timeout.
-        outcome
-            .unwrap_or(Err(TryPushError::Full(())))
-            .map_err(PushError::from)
+        .unwrap_or(Err(TryPushError::Full(())))
+        .map_err(PushError::from)
     }
 
     /// One pop attempt: a claimed position to [`take`](Self::take), an error for good, or
@@ -665,14 +661,11 @@ impl<T: Copy> Endpoint<T> {
         deadline: Option<Instant>,
         alive: &mut impl FnMut(usize) -> bool,
     ) -> Result<T, PopError> {
-        let first = self.try_claim(false, alive);
-        let outcome = first.or_else(|| {
-            wait::block_on(self.mem.producer_line(), mode, deadline, |probe| {
-                self.try_claim(probe, alive)
-            })
-        });
+        let pos = wait::block_on(self.mem.producer_line(), mode, deadline, |probe| {
+            self.try_claim(probe, alive)
+        })
         // `try_claim` reports an empty ring as None: at the end of the wait that is a timeout.
-        let pos = outcome.unwrap_or(Err(TryPopError::Empty))?;
+        .unwrap_or(Err(TryPopError::Empty))?;
         Ok(self.take(pos))
     }
 }

@@ -102,7 +102,7 @@ impl<T: Copy> Producer<T> {
     }
 
     /// Pushes one value if the cached head shows a free slot, reading nothing the consumer
-    /// writes: `false` when it shows none (then [`push`](Self::push) looks again).
+    /// writes: `false` when it shows none (then [`try_room`](Self::try_room) looks again).
     #[inline(always)]
     pub(crate) fn push_cached(&mut self, value: T) -> bool {
         if self.cached_free() == 0 {
@@ -230,18 +230,15 @@ impl<T: Copy> Producer<T> {
         deadline: Option<Instant>,
         died: &mut impl FnMut() -> bool,
     ) -> Result<(), PushError<()>> {
-        let first = self.try_room(n, false, died);
-        let outcome = first.or_else(|| {
-            // SAFETY: `self.mem` keeps the header alive and outlives the wait; the attempts
-            // borrow `self` but never replace `self.mem`.
-            let header = unsafe { self.mem.header_detached() };
-            wait::block_on(&header.consumer, mode, deadline, |probe| {
-                self.try_room(n, probe, died)
-            })
-        });
-        outcome
-            .unwrap_or(Err(TryPushError::Full(())))
-            .map_err(PushError::from)
+        // SAFETY: `self.mem` keeps the header alive and outlives the wait; the attempts
+        // borrow `self` but never replace `self.mem`.
+        let header = unsafe { self.mem.header_detached() };
+        wait::block_on(&header.consumer, mode, deadline, |probe| {
+            self.try_room(n, probe, died)
+        })
+        // A full ring at the end of the wait is a timeout.
+        .unwrap_or(Err(TryPushError::Full(())))
+        .map_err(PushError::from)
     }
 
     /// Pushes, waiting for room as `mode` says until `deadline`. The wait holds no value and
@@ -467,18 +464,13 @@ impl<T: Copy> Consumer<T> {
         deadline: Option<Instant>,
         died: &mut impl FnMut() -> bool,
     ) -> Result<T, PopError> {
-        let outcome = match self.try_ready(false, died) {
-            Some(done) => Some(done),
-            None => {
-                // SAFETY: as in `Producer::push_until`.
-                let header = unsafe { self.mem.header_detached() };
-                wait::block_on(&header.producer, mode, deadline, |probe| {
-                    self.try_ready(probe, died)
-                })
-            }
-        };
+        // SAFETY: as in `Producer::wait_room`.
+        let header = unsafe { self.mem.header_detached() };
+        wait::block_on(&header.producer, mode, deadline, |probe| {
+            self.try_ready(probe, died)
+        })
         // `try_ready` reports an empty ring as None: at the end of the wait that is a timeout.
-        outcome.unwrap_or(Err(TryPopError::Empty))?;
+        .unwrap_or(Err(TryPopError::Empty))?;
         Ok(self.take())
     }
 
@@ -491,7 +483,7 @@ impl<T: Copy> Consumer<T> {
         deadline: Option<Instant>,
         died: &mut impl FnMut() -> bool,
     ) -> Result<(), ChunkError> {
-        // SAFETY: as in `Producer::push_until`.
+        // SAFETY: as in `Producer::wait_room`.
         let header = unsafe { self.mem.header_detached() };
         let ready = wait::block_on(&header.producer, mode, deadline, |probe| {
             match self.available(n) {
