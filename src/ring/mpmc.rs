@@ -53,6 +53,16 @@ pub(crate) enum Dequeued {
     Pending,
 }
 
+/// What a side's full claim loop (`Endpoint::claim_loop`) found.
+enum Found {
+    /// The CAS won `pos`, whose slot held sequence `raw` (for a consumer, possibly a
+    /// tombstone).
+    Won { pos: u64, raw: u64 },
+    /// The slot at `pos`, still the side's position, is a step short of what the side waits
+    /// for: a producer's ring is full; a consumer's is empty, or a claim is unpublished.
+    Short(u64),
+}
+
 /// The count word of a role (`entry_state::PRODUCER` or `CONSUMER`).
 fn count_word(mem: &Mem<impl Sized>, role: u32) -> &AtomicU32 {
     if role == entry_state::PRODUCER {
@@ -263,68 +273,95 @@ impl<T: Copy> Endpoint<T> {
     }
 
     /// Claims a free slot: its position, to [`put`](Self::put) a value in; `None` when full.
-    /// The full loop: stale positions, lost CASes, a full ring, checked sequences.
+    /// The full loop (`claim_loop`).
     #[inline(never)]
     pub(crate) fn claim_slot(&self) -> Result<Option<u64>, Corruption> {
-        let line = self.mem.producer_line();
-        let mine = self.my_entry();
         // A claimed slot keeps its claim until `put`.
         let keep = |result: &Result<Option<u64>, Corruption>| matches!(result, Ok(Some(_)));
         self.withdrawing_claim(keep, |claimed| {
-            // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
-            // moved the position, so the slot's sequence read next is no older than the one
-            // they saw; the lap check below relies on it (found by miri's weak memory).
-            let mut pos = Self::position("enqueue position", line.pos.load(Acquire))?;
-            // Spins a little longer after each lost CAS, so contenders spread out (as
-            // crossbeam).
-            let backoff = Backoff::new();
-            loop {
-                let slot = self.mem.slot(pos);
-                // Acquire: pairs with the Release store of the sequence in `release` (or `free`),
-                // so the consumer's read of the old value happens before our write.
-                let raw = slot.seq.load(Acquire);
-                // The expected sequence needs no checking; any other does (below).
-                if raw == pos {
-                    // Record the claim before making it: if we die after the CAS, others find it.
-                    mine.claiming.store(pos, Relaxed);
-                    *claimed = true;
-                    // Release (of AcqRel): makes the claim record visible to whoever acquires the
-                    // new position (`repair`).
-                    match line
-                        .pos
-                        .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
-                    {
-                        Ok(_) => break Ok(Some(pos)),
-                        Err(now) => {
-                            pos = Self::moved("enqueue position", pos, now)?;
-                            backoff.spin();
-                        }
-                    }
-                } else if raw.wrapping_add(self.mem.capacity()) == pos + 1
-                    || self.check_seq(pos, raw)? < pos
-                {
-                    // The slot still holds the previous lap: full, unless our position is stale.
-                    let now = line.pos.load(Acquire);
-                    if now == pos {
-                        break Ok(None);
-                    }
-                    pos = Self::moved("enqueue position", pos, now)?;
-                } else {
-                    // Someone claimed this position already: catch up. A slot cannot be ahead of
-                    // a position that has not moved.
-                    let now = line.pos.load(Acquire);
-                    if now == pos {
-                        break Err(Corruption {
-                            counter: "slot sequence",
-                            found: raw,
-                            min: pos,
-                            max: pos,
-                        });
-                    }
-                    pos = Self::moved("enqueue position", pos, now)?;
-                }
-            }
+            let line = self.mem.producer_line();
+            Ok(
+                match self.claim_loop(line, "enqueue position", 0, claimed)? {
+                    Found::Won { pos, .. } => Some(pos),
+                    // The slot still holds the previous lap's value: full.
+                    Found::Short(_) => None,
+                },
+            )
         })
+    }
+
+    /// The full claim loop of either side, `seq_ahead` as in `claim_at_once` (a consumer
+    /// also claims a dead producer's tombstone): follows a stale position, spins a little
+    /// longer after each lost CAS, checks any unexpected sequence. `Won` once its CAS moved
+    /// the position past the slot, the claim recorded (`*claimed`); `Short` when the slot
+    /// at the side's current position is a step short of what the side waits for: the
+    /// previous lap's value for a producer, a free slot for a consumer.
+    #[inline(always)]
+    fn claim_loop(
+        &self,
+        line: &Line,
+        counter: &'static str,
+        seq_ahead: u64,
+        claimed: &mut bool,
+    ) -> Result<Found, Corruption> {
+        let mine = self.my_entry();
+        // A consumer looks through a tombstone's mark: the sequence under it is its own.
+        let mark = if seq_ahead == 0 { 0 } else { TOMB };
+        // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
+        // moved the position, so the slot's sequence read next is no older than the one they
+        // saw; the lap check below relies on it (found by miri's weak memory).
+        let mut pos = Self::position(counter, line.pos.load(Acquire))?;
+        // Spins a little longer after each lost CAS, so contenders spread out (as crossbeam).
+        let backoff = Backoff::new();
+        loop {
+            let expected = pos + seq_ahead;
+            // Acquire: pairs with the Release store that made the slot what this side waits
+            // for: `put` (or `bury`'s tombstone) for a consumer, so the value is visible;
+            // `release` (or `free`) for a producer, so the old value's read happens before
+            // our write.
+            let raw = self.mem.slot(pos).seq.load(Acquire);
+            // The expected sequence needs no checking; any other does (below).
+            if raw & !mark == expected {
+                // Record the claim before making it: if we die after the CAS, others find it.
+                mine.claiming.store(pos, Relaxed);
+                *claimed = true;
+                // Release (of AcqRel): makes the claim record visible to whoever acquires the
+                // new position (`repair`).
+                match line
+                    .pos
+                    .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
+                {
+                    Ok(_) => return Ok(Found::Won { pos, raw }),
+                    Err(now) => {
+                        pos = Self::moved(counter, pos, now)?;
+                        backoff.spin();
+                    }
+                }
+                continue;
+            }
+            // A step short: the previous lap's value (producer) or a free slot (consumer).
+            let short = if seq_ahead == 0 {
+                (pos + 1).wrapping_sub(self.mem.capacity())
+            } else {
+                pos
+            };
+            let behind = raw == short || self.check_seq(pos, raw)? < expected;
+            let now = line.pos.load(Acquire);
+            if now != pos {
+                // Our position is stale: catch up.
+                pos = Self::moved(counter, pos, now)?;
+            } else if behind {
+                return Ok(Found::Short(pos));
+            } else {
+                // A slot cannot be ahead of a position that has not moved.
+                return Err(Corruption {
+                    counter: "slot sequence",
+                    found: raw,
+                    min: expected,
+                    max: expected,
+                });
+            }
+        }
     }
 
     /// `dequeue`'s common case, small enough to inline in `try_pop`: the slot at the dequeue
@@ -363,75 +400,35 @@ impl<T: Copy> Endpoint<T> {
         wait::notify(self.mem.consumer_line());
     }
 
-    /// Claims the next value, if any. The full loop: stale positions, lost CASes,
-    /// tombstones, empty and pending slots, checked sequences.
+    /// Claims the next value, if any. The full loop (`claim_loop`), then tombstones, empty
+    /// and pending slots.
     #[inline(never)]
     pub(crate) fn dequeue(&self) -> Result<Dequeued, Corruption> {
-        let line = self.mem.consumer_line();
-        let mine = self.my_entry();
         // A claimed value keeps its claim until `take`; a skipped tombstone's went with it.
         let keep = |result: &Result<Dequeued, Corruption>| {
             matches!(result, Ok(Dequeued::Claimed(_) | Dequeued::Skipped(_)))
         };
         self.withdrawing_claim(keep, |claimed| {
-            // Acquire (here, on every re-read and on a failed CAS): pairs with the CASes that
-            // moved the position, so the slot's sequence read next is no older than the one
-            // they saw; the lap check below relies on it (found by miri's weak memory).
-            let mut pos = Self::position("dequeue position", line.pos.load(Acquire))?;
-            // Spins a little longer after each lost CAS, so contenders spread out (as
-            // crossbeam).
-            let backoff = Backoff::new();
-            loop {
-                let slot = self.mem.slot(pos);
-                // Acquire: pairs with the Release store of the sequence in `put` (or of a
-                // tombstone in `bury`), so the value is visible.
-                let raw = slot.seq.load(Acquire);
-                // The expected sequence (or its tombstone) needs no checking; any other does.
-                if raw & !TOMB == pos + 1 {
-                    mine.claiming.store(pos, Relaxed);
-                    *claimed = true;
-                    // Release (of AcqRel): makes the claim record visible to `repair`.
-                    match line
-                        .pos
-                        .compare_exchange_weak(pos, pos + 1, AcqRel, Acquire)
-                    {
-                        Ok(_) if raw & TOMB == 0 => break Ok(Dequeued::Claimed(pos)),
-                        Ok(_) => {
-                            // A dead producer's tombstone: nothing to read.
-                            self.release(slot, pos);
-                            break Ok(Dequeued::Skipped(pos));
-                        }
-                        Err(now) => {
-                            pos = Self::moved("dequeue position", pos, now)?;
-                            backoff.spin();
+            let line = self.mem.consumer_line();
+            Ok(
+                match self.claim_loop(line, "dequeue position", 1, claimed)? {
+                    Found::Won { pos, raw } if raw & TOMB == 0 => Dequeued::Claimed(pos),
+                    Found::Won { pos, .. } => {
+                        // A dead producer's tombstone: nothing to read.
+                        self.release(self.mem.slot(pos), pos);
+                        Dequeued::Skipped(pos)
+                    }
+                    Found::Short(pos) => {
+                        // Acquire: pairs with the claim CAS in `claim_slot`.
+                        let enqueued = self.mem.producer_line().pos.load(Acquire);
+                        if enqueued > pos {
+                            Dequeued::Pending
+                        } else {
+                            Dequeued::Empty
                         }
                     }
-                } else if raw == pos || self.check_seq(pos, raw)? <= pos {
-                    let now = line.pos.load(Acquire);
-                    if now != pos {
-                        pos = Self::moved("dequeue position", pos, now)?;
-                        continue;
-                    }
-                    // Acquire: pairs with the claim CAS in `claim_slot`.
-                    let enqueued = self.mem.producer_line().pos.load(Acquire);
-                    break Ok(if enqueued > pos {
-                        Dequeued::Pending
-                    } else {
-                        Dequeued::Empty
-                    });
-                } else {
-                    let now = line.pos.load(Acquire);
-                    if now == pos {
-                        break Err(Corruption {
-                            counter: "slot sequence",
-                            found: raw,
-                            min: pos + 1,
-                            max: pos + 1,
-                        });
-                    }
-                    pos = Self::moved("dequeue position", pos, now)?;
-                }
-            }
+                },
+            )
         })
     }
 
