@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use crate::channel::{Builder, Flavor};
 use crate::error::{Error, Mismatch};
 use crate::region::os_error;
-use crate::wait::deadline;
+use crate::wait::{deadline, expired};
 
 const MAGIC: [u8; 8] = *b"SHMLHAND";
 /// Bumped on any change to the message below.
@@ -51,7 +51,7 @@ const STATUS_OK: u32 = 0;
 const STATUS_REFUSED: u32 = 1;
 /// Longest refusal reason sent.
 const REASON_MAX: usize = MESSAGE_LEN - 64;
-/// How long the server lets one send take.
+/// How long the server lets one send take (an accepted socket blocks: std clears O_NONBLOCK).
 const SEND_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The credentials of a connecting process, as the kernel reports them (`SO_PEERCRED`).
@@ -243,10 +243,6 @@ impl Listener {
     }
 
     fn answer<C: Flavor>(&self, stream: UnixStream, channel: &C) -> Outcome {
-        // The accepted socket blocks (std clears O_NONBLOCK), but never for long.
-        if stream.set_write_timeout(Some(SEND_TIMEOUT)).is_err() {
-            return Outcome::Vanished;
-        }
         let Some(peer) = peer_cred(stream.as_fd()) else {
             return Outcome::Vanished;
         };
@@ -357,22 +353,13 @@ fn receive<C: Flavor>(
 ) -> Result<C, Error> {
     let deadline = deadline(timeout);
     let mut message = [0u8; MESSAGE_LEN];
-    stream
-        .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-        .map_err(|e| os_error("setsockopt", what, e))?;
-    let (mut got, fd) = retrying(stream.as_fd(), libc::SO_RCVTIMEO, deadline, || {
+    let (mut got, fd) = within(stream.as_fd(), libc::SO_RCVTIMEO, deadline, || {
         recv_with_fd(stream.as_fd(), &mut message)
     })
     .map_err(|e| handshake_io(e, what))?;
     // A stream may deliver the message in pieces; the fd comes with the first.
     while got < MESSAGE_LEN && got > 0 {
-        let left = deadline
-            .map_or(timeout, |d| d.saturating_duration_since(Instant::now()))
-            .max(Duration::from_millis(1));
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| os_error("setsockopt", what, e))?;
-        match retrying(stream.as_fd(), libc::SO_RCVTIMEO, deadline, || {
+        match within(stream.as_fd(), libc::SO_RCVTIMEO, deadline, || {
             (&stream).read(&mut message[got..])
         })
         .map_err(|e| handshake_io(e, what))?
@@ -394,26 +381,27 @@ fn receive<C: Flavor>(
     options.from_fd(fd)
 }
 
-/// Runs a socket call again when a signal handler interrupted it (EINTR): the kernel never
-/// restarts a socket call that has a timeout set (SO_RCVTIMEO, SO_SNDTIMEO), whatever the
-/// handler's SA_RESTART (signal(7)). Before each new try, `socket`'s timeout for the call
-/// becomes what is left until `deadline`; past it, the interruption is a timeout, so
-/// signals that keep coming cannot stretch the wait.
-fn retrying<T>(
+/// Runs a socket call with `socket`'s `timeout` option (SO_RCVTIMEO or SO_SNDTIMEO) set to
+/// what is left until `deadline` (at least 1 ms; none without a deadline), and runs it again
+/// when a signal handler interrupted it (EINTR): the kernel never restarts a socket call that
+/// has a timeout, whatever the handler's SA_RESTART (signal(7)). Past the deadline an
+/// interruption is a timeout, so signals that keep coming cannot stretch the wait.
+fn within<T>(
     socket: BorrowedFd<'_>,
     timeout: libc::c_int,
     deadline: Option<Instant>,
     mut call: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
     loop {
+        let left = deadline.map(|d| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        set_timeout(socket, timeout, left)?;
         match call() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                if let Some(deadline) = deadline {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                    set_timeout(socket, timeout, left)?;
+                if expired(deadline) {
+                    return Err(io::ErrorKind::TimedOut.into());
                 }
             }
             done => return done,
@@ -421,10 +409,14 @@ fn retrying<T>(
     }
 }
 
-/// Sets a socket's `timeout` option (SO_RCVTIMEO or SO_SNDTIMEO) to `value` (at least 1 us:
-/// zero would mean none).
-fn set_timeout(socket: BorrowedFd<'_>, timeout: libc::c_int, value: Duration) -> io::Result<()> {
-    let value = value.max(Duration::from_micros(1));
+/// Sets a socket's `timeout` option (SO_RCVTIMEO or SO_SNDTIMEO) to `value`, or to none.
+fn set_timeout(
+    socket: BorrowedFd<'_>,
+    timeout: libc::c_int,
+    value: Option<Duration>,
+) -> io::Result<()> {
+    // A zero timeval means no timeout.
+    let value = value.unwrap_or(Duration::ZERO);
     let tv = libc::timeval {
         tv_sec: value.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_usec: value.subsec_micros() as libc::suseconds_t,
@@ -597,8 +589,7 @@ fn send(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io:
                 .write_unaligned(fd.as_raw_fd());
         }
     }
-    let deadline = deadline(SEND_TIMEOUT);
-    let sent = retrying(socket, libc::SO_SNDTIMEO, deadline, || {
+    let sent = within(socket, libc::SO_SNDTIMEO, deadline(SEND_TIMEOUT), || {
         // SAFETY: msg points to live buffers (iov, control) for the duration of the call.
         let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if sent < 0 {
