@@ -187,18 +187,33 @@ fn mpmc_channels_and_abstract_names_work_too() {
     });
 }
 
+/// Serves a 16-slot memfd channel of u64 once on a fresh abstract socket, `delay` after the
+/// client starts, has `connect(name)` receive it, and checks that an item crosses.
+fn served_over_abstract(
+    label: &str,
+    delay: Duration,
+    connect: impl FnOnce(&str) -> Result<spsc::Channel<u64>, Error>,
+) {
+    let name = unique(label);
+    let chan = spsc::Channel::<u64>::create(Backing::memfd(label), 16).unwrap();
+    let listener = Listener::bind_abstract(&name).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(delay);
+            listener.accept(&chan).unwrap();
+        });
+        let received = connect(&name).unwrap();
+        chan.producer().unwrap().push(6).unwrap();
+        assert_eq!(received.consumer().unwrap().pop(), Ok(6));
+    });
+}
+
 #[test]
 fn a_timeout_of_duration_max_means_no_limit() {
     let _serial = common::serial();
-    let name = unique("handoff-forever");
-    let chan = spsc::Channel::<u64>::create(Backing::memfd("forever"), 16).unwrap();
-    let listener = Listener::bind_abstract(&name).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| listener.accept(&chan).unwrap());
-        // Duration::MAX is past what an Instant can hold: it must mean "no deadline".
-        let received: spsc::Channel<u64> = handoff::connect_abstract(&name, Duration::MAX).unwrap();
-        chan.producer().unwrap().push(4).unwrap();
-        assert_eq!(received.consumer().unwrap().pop(), Ok(4));
+    // Duration::MAX is past what an Instant can hold: it must mean "no deadline".
+    served_over_abstract("handoff-forever", Duration::ZERO, |name| {
+        handoff::connect_abstract(name, Duration::MAX)
     });
     let named = unique("forever-open");
     let created = spsc::Channel::<u64>::create(Backing::shm(&named), 16).unwrap();
@@ -214,22 +229,12 @@ fn a_timeout_of_duration_max_means_no_limit() {
 #[test]
 fn signals_during_a_handshake_neither_fail_it_nor_stretch_its_timeout() {
     let _serial = common::serial();
-    let name = unique("handoff-signals");
-    let chan = spsc::Channel::<u64>::create(Backing::memfd("signals"), 16).unwrap();
-    let listener = Listener::bind_abstract(&name).unwrap();
-    std::thread::scope(|s| {
-        // The server answers late: the client waits in a read with a timeout, which the
-        // kernel never restarts after a signal handler, SA_RESTART or not (signal(7)).
-        s.spawn(|| {
-            std::thread::sleep(Duration::from_millis(200));
-            listener.accept(&chan).unwrap();
-        });
-        let received: spsc::Channel<u64> = under_signals(Duration::from_millis(1), || {
-            handoff::connect_abstract(&name, WAIT)
+    // The server answers late: the client waits in a read with a timeout, which the kernel
+    // never restarts after a signal handler, SA_RESTART or not (signal(7)).
+    served_over_abstract("handoff-signals", Duration::from_millis(200), |name| {
+        under_signals(Duration::from_millis(1), || {
+            handoff::connect_abstract(name, WAIT)
         })
-        .unwrap();
-        chan.producer().unwrap().push(6).unwrap();
-        assert_eq!(received.consumer().unwrap().pop(), Ok(6));
     });
     // A server that never answers: signals that keep coming do not stretch the timeout.
     let dir = ScratchDir::new("handoff-silent");
