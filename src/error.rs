@@ -27,8 +27,9 @@ pub enum Error {
         what: String,
     },
     /// The filesystem behind the region is too small for it, or (a tmpfs or a memfd) the
-    /// memory that would back it is: more than MemAvailable + SwapFree, or than a memory
-    /// cgroup's limit. Checked before any of it is reserved.
+    /// memory that would back it is: more than MemAvailable + SwapFree, or than what a
+    /// memory cgroup's limit leaves (the limit less the usage, plus reclaimable page cache).
+    /// Checked before any of it is reserved.
     NoSpace {
         /// The directory (tmpfs mount) that ran out.
         dir: String,

@@ -7,7 +7,10 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use common::{expect_exit, fork, in_private_tmpfs, is_root, poke_u64, unique, ScratchDir, SKIP};
+use common::{
+    expect_exit, fork, in_memory_cgroup, in_private_tmpfs, is_root, poke_u64, unique, ScratchDir,
+    SKIP,
+};
 use shmlane::{spsc, Backing, ChunkError, Error, PeerState, PopError, TryPopError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
@@ -396,6 +399,42 @@ fn a_memfd_larger_than_memory_is_no_space_not_an_oom_kill() {
         0
     });
     expect_exit(&mut child, 0, "a memfd larger than memory");
+}
+
+#[test]
+fn a_memfd_larger_than_the_memory_cgroup_has_left_is_no_space_not_an_oom_kill() {
+    let _serial = common::serial();
+    // A container with a 64 MiB limit whose process already uses 40 MiB: a memfd's pages
+    // are charged to it, and a cgroup that runs out kills a process of its own.
+    in_memory_cgroup(
+        64 << 20,
+        "a memfd larger than the cgroup's headroom",
+        || {
+            let mut used = vec![1u8; 40 << 20];
+            for page in used.chunks_mut(4096) {
+                page[0] = 2;
+            }
+            // 32 MiB of slots: under the limit, over what is left of it.
+            match spsc::Channel::<[u8; 4096]>::create(Backing::memfd("over"), 8192) {
+                Err(Error::NoSpace {
+                    needed, available, ..
+                }) => {
+                    assert!(needed > 32 << 20, "needed {needed}");
+                    assert!(
+                        available.is_some_and(|room| room < 24 << 20),
+                        "{available:?} of 64 MiB with 40 MiB used"
+                    );
+                }
+                other => panic!("expected NoSpace, got {:?}", other.err()),
+            }
+            // One that fits what is left is still made, and works.
+            let chan = spsc::Channel::<[u8; 4096]>::create(Backing::memfd("fits"), 2048).unwrap();
+            chan.producer().unwrap().try_push([7; 4096]).unwrap();
+            assert_eq!(chan.consumer().unwrap().try_pop(), Ok([7; 4096]));
+            std::hint::black_box(&used);
+            0
+        },
+    );
 }
 
 #[test]

@@ -258,6 +258,83 @@ fn mount_private_tmpfs(mount_point: &Path, options: &str) -> Result<(), String> 
     Ok(())
 }
 
+/// Runs `body` in a forked child that is alone in a new memory cgroup limited to `limit`
+/// bytes (cgroup v1, or v2 where the memory controller can be delegated to a child);
+/// `body` returns the child's exit code, which must be 0. The cgroup is removed afterwards.
+/// Skipped, saying why, without root or where no such cgroup can be made.
+pub fn in_memory_cgroup(limit: u64, what: &str, body: impl FnOnce() -> i32) {
+    if !is_root() {
+        eprintln!("skipped: {what}: making a memory cgroup needs root");
+        return;
+    }
+    let cgroup = match make_memory_cgroup(limit) {
+        Ok(dir) => Cgroup(dir),
+        Err(why) => {
+            eprintln!("skipped: {what}: {why}");
+            return;
+        }
+    };
+    let procs = cgroup.0.join("cgroup.procs");
+    let mut child = fork(move || {
+        // "0": the writing process itself.
+        if let Err(e) = std::fs::write(&procs, "0") {
+            eprintln!("joining {}: {e}", procs.display());
+            return SKIP;
+        }
+        body()
+    });
+    expect_exit(&mut child, 0, what);
+}
+
+/// A cgroup directory, removed on drop (also when a test fails): once its processes have
+/// exited, the charges of pages they left move to the parent.
+struct Cgroup(PathBuf);
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A new memory cgroup under this process's own, with a limit of `limit` bytes. Err says
+/// why none could be made.
+fn make_memory_cgroup(limit: u64) -> Result<PathBuf, String> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    let own = |wanted: &dyn Fn(&str, &str) -> bool| {
+        cgroups.lines().find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            wanted(id, controllers).then(|| path.trim_start_matches('/').to_string())
+        })
+    };
+    let name = unique("memcg");
+    // v1 where the memory controller is mounted on its own (a hybrid host), else v2.
+    let (dir, limit_file) =
+        if let Some(path) = own(&|_, controllers| controllers.split(',').any(|c| c == "memory")) {
+            let parent = Path::new("/sys/fs/cgroup/memory").join(path);
+            (parent.join(&name), "memory.limit_in_bytes")
+        } else if let Some(path) = own(&|id, controllers| id == "0" && controllers.is_empty()) {
+            let parent = Path::new("/sys/fs/cgroup").join(path);
+            let delegated =
+                std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+            if !delegated.split_whitespace().any(|c| c == "memory") {
+                return Err(format!(
+                    "the cgroup v2 memory controller is not enabled for children of {}",
+                    parent.display()
+                ));
+            }
+            (parent.join(&name), "memory.max")
+        } else {
+            return Err("no memory cgroup controller in /proc/self/cgroup".to_string());
+        };
+    std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    std::fs::write(dir.join(limit_file), limit.to_string()).map_err(|e| {
+        let _ = std::fs::remove_dir(&dir);
+        format!("setting {}: {e}", dir.join(limit_file).display())
+    })?;
+    Ok(dir)
+}
+
 /// Runs `f` while another thread sends SIGUSR1 to the calling thread every `every`, with a
 /// handler that does nothing, installed with SA_RESTART as most are: whatever blocking
 /// system call `f` makes and the kernel does not restart (a socket call with a timeout,
