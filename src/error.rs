@@ -36,8 +36,13 @@ pub enum Error {
         /// Bytes the region needs.
         needed: u64,
         /// Bytes that were free there (the lower of the filesystem's free space and the
-        /// memory ceiling, on a tmpfs), when that could be read.
+        /// memory ceiling, on a tmpfs; the free huge pages, for huge pages), when that
+        /// could be read.
         available: Option<u64>,
+        /// The region's pages are huge pages (a file on hugetlbfs, or a memfd made with
+        /// `huge_pages(true)`): they come from the kernel's pool of reserved huge pages,
+        /// not from free memory.
+        huge_pages: bool,
     },
     /// The region was made for another type, version or kind of channel, or its header does
     /// not describe it.
@@ -153,10 +158,28 @@ impl fmt::Display for Error {
                 dir,
                 needed,
                 available,
+                huge_pages,
             } => {
-                write!(f, "not enough space in {dir} for a {needed}-byte region")?;
+                if *huge_pages {
+                    write!(
+                        f,
+                        "not enough huge pages for a {needed}-byte region in {dir}"
+                    )?;
+                } else {
+                    write!(f, "not enough space in {dir} for a {needed}-byte region")?;
+                }
                 if let Some(free) = available {
                     write!(f, " ({free} bytes free)")?;
+                }
+                if *huge_pages {
+                    return write!(
+                        f,
+                        ": reserve more huge pages of that size (as root: \
+                         /proc/sys/vm/nr_hugepages or \
+                         /sys/kernel/mm/hugepages/hugepages-<size>kB/nr_hugepages; a hugetlbfs \
+                         mount's size= limits them too), make the channel smaller, or create it \
+                         without huge pages"
+                    );
                 }
                 write!(
                     f,

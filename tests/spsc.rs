@@ -496,11 +496,13 @@ fn a_full_tmpfs_is_no_space_not_sigbus() {
                     dir,
                     needed,
                     available,
+                    huge_pages,
                 } = e
                 else {
                     unreachable!()
                 };
                 assert_eq!(dir, mount_point.to_str().unwrap());
+                assert!(!huge_pages);
                 assert!(needed >= 4 << 20, "needed {needed}");
                 assert!(
                     available.is_some_and(|free| free <= 1 << 20),

@@ -102,12 +102,14 @@ enum Name {
 }
 
 impl Name {
-    /// The directory whose space the region uses, for NoSpace messages.
-    fn space_dir(&self) -> String {
-        match self {
-            Name::Shm(_) => shm::SHM_DIR.to_string(),
-            Name::File(path) => file::dir_of(path),
-            Name::Anonymous(_) => {
+    /// The directory whose space the region uses, for NoSpace messages; `store` tells what
+    /// backs an anonymous one.
+    fn space_dir(&self, store: Store) -> String {
+        match (self, store) {
+            (Name::Shm(_), _) => shm::SHM_DIR.to_string(),
+            (Name::File(path), _) => file::dir_of(path),
+            (Name::Anonymous(_), Store::HugePages) => "a memfd (MFD_HUGETLB)".into(),
+            (Name::Anonymous(_), _) => {
                 "anonymous shared memory (memfd; limited by RAM and the memory cgroup)".into()
             }
         }
@@ -193,18 +195,62 @@ fn free_bytes(dir: &str) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// The filesystem's allocation unit for `fd` (the huge page size on hugetlbfs), so sizes
-/// can be rounded to what ftruncate and mmap accept there; and whether it is a tmpfs (a
-/// memfd's too), whose pages are memory.
-fn filesystem(fd: BorrowedFd<'_>) -> (u64, bool) {
+/// What a region's pages come from, as far as room for them goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// A tmpfs (a memfd's too): memory, limited by the mount's size, RAM and memory cgroups.
+    Memory,
+    /// A hugetlbfs (a memfd made with MFD_HUGETLB's too): the kernel's pool of reserved huge
+    /// pages, and the mount's size= limit.
+    HugePages,
+    /// Any other filesystem: its free space.
+    Disk,
+}
+
+fn fstatfs(fd: BorrowedFd<'_>) -> Option<libc::statfs> {
     // SAFETY: statfs is a plain C struct, all-zero valid.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: fd is open for the call and `st` a valid out-pointer.
-    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } != 0 || st.f_bsize <= 0 {
-        return (4096, false);
+    (unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } == 0).then_some(st)
+}
+
+/// The filesystem's allocation unit for `fd` (the huge page size on hugetlbfs), so sizes
+/// can be rounded to what ftruncate and mmap accept there; and what its pages come from.
+fn filesystem(fd: BorrowedFd<'_>) -> (u64, Store) {
+    match fstatfs(fd) {
+        Some(st) if st.f_bsize > 0 => {
+            let store = match st.f_type {
+                libc::TMPFS_MAGIC => Store::Memory,
+                libc::HUGETLBFS_MAGIC => Store::HugePages,
+                _ => Store::Disk,
+            };
+            ((st.f_bsize as u64).max(4096), store)
+        }
+        _ => (4096, Store::Disk),
     }
-    let tmpfs = st.f_type == libc::TMPFS_MAGIC;
-    ((st.f_bsize as u64).max(4096), tmpfs)
+}
+
+/// Free bytes of huge pages of `page` bytes for a region on hugetlbfs (`fd`): what the
+/// kernel's pool has neither handed out nor promised, and no more than the mount's size=
+/// limit (a mount without one reports no blocks).
+fn huge_pages_free(fd: BorrowedFd<'_>, page: u64) -> Option<u64> {
+    let pool = Path::new("/sys/kernel/mm/hugepages").join(format!("hugepages-{}kB", page >> 10));
+    let count = |file: &str| -> Option<u64> {
+        std::fs::read_to_string(pool.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let pool_free = count("free_hugepages")?.saturating_sub(count("resv_hugepages")?);
+    let mount_free = fstatfs(fd)
+        .filter(|st| st.f_blocks > 0)
+        .map(|st| st.f_bavail);
+    Some(
+        pool_free
+            .min(mount_free.unwrap_or(u64::MAX))
+            .saturating_mul(page),
+    )
 }
 
 /// Options for [`Region::create`].
@@ -227,6 +273,9 @@ struct RegionFile {
     name: Name,
     id: FileId,
     unlink_on_drop: bool,
+    /// The filesystem's allocation unit (see [`filesystem`]).
+    block: u64,
+    store: Store,
 }
 
 impl RegionFile {
@@ -242,11 +291,14 @@ impl RegionFile {
                 return Err(err);
             }
         };
+        let (block, store) = filesystem(fd.as_fd());
         let file = RegionFile {
             fd,
             name,
             id,
             unlink_on_drop,
+            block,
+            store,
         };
         // A shared lock on the presence byte says "a live process holds this region" to
         // stale-name checks; it cannot conflict with another presence lock.
@@ -265,30 +317,37 @@ impl RegionFile {
         self.name.describe()
     }
 
-    /// Bytes free in the filesystem of the region, when that can be read.
+    /// Bytes free for the region's pages, when that can be read: the filesystem's free
+    /// space, or on hugetlbfs the free huge pages.
     fn free_space(&self) -> Option<u64> {
-        free_bytes(&self.name.space_dir())
+        match self.store {
+            Store::HugePages => huge_pages_free(self.fd.as_fd(), self.block),
+            Store::Memory | Store::Disk => free_bytes(&self.name.space_dir(self.store)),
+        }
     }
 
     /// NoSpace for a region of `needed` bytes here, `available` of them free.
     fn no_space(&self, needed: u64, available: Option<u64>) -> Error {
         Error::NoSpace {
-            dir: self.name.space_dir(),
+            dir: self.name.space_dir(self.store),
             needed,
             available,
+            huge_pages: self.store == Store::HugePages,
         }
     }
 
     /// Refuses a region of `len` bytes, `missing` of them without backing store yet, that
-    /// cannot have it: on a tmpfs, whose pages are memory (a memfd's too), more than the
-    /// free space or the memory ceiling. Before any of it is reserved: a memfd has no size
+    /// cannot have it, before any of it is reserved: on a tmpfs, whose pages are memory (a
+    /// memfd's too), more than the free space or the memory ceiling (a memfd has no size
     /// limit, and reserving more than the machine has wakes the OOM killer instead of
-    /// failing.
-    fn check_room(&self, len: u64, missing: u64, on_tmpfs: bool) -> Result<(), Error> {
-        if !on_tmpfs {
-            return Ok(());
-        }
-        let room = self.free_space().into_iter().chain(memory::ceiling()).min();
+    /// failing); on hugetlbfs, more than the free huge pages (a failed fallocate there keeps
+    /// what it got).
+    fn check_room(&self, len: u64, missing: u64) -> Result<(), Error> {
+        let room = match self.store {
+            Store::Memory => self.free_space().into_iter().chain(memory::ceiling()).min(),
+            Store::HugePages => self.free_space(),
+            Store::Disk => None,
+        };
         match room {
             Some(room) if missing > room => Err(self.no_space(len, Some(room))),
             _ => Ok(()),
@@ -389,9 +448,8 @@ impl Region {
                 return Err(io("fchmod", io::Error::last_os_error()));
             }
         }
-        let (block, on_tmpfs) = filesystem(file.fd.as_fd());
-        let size = len.div_ceil(block) * block;
-        file.check_room(size, size, on_tmpfs)?;
+        let size = len.div_ceil(file.block) * file.block;
+        file.check_room(size, size)?;
         // SAFETY: fd is open for the call.
         if unsafe { libc::ftruncate(file.fd.as_raw_fd(), size as libc::off_t) } != 0 {
             let e = io::Error::last_os_error();
@@ -442,7 +500,7 @@ impl Region {
         let st = fstat(file.fd.as_fd()).map_err(|e| os_error("fstat", &file.describe(), e))?;
         let holes = len.saturating_sub((st.st_blocks.max(0) as u64).saturating_mul(512));
         if holes > 0 {
-            file.check_room(len, holes, filesystem(file.fd.as_fd()).1)?;
+            file.check_room(len, holes)?;
             file.allocate(len)?;
         }
         let map = map(&file, len, false)?;

@@ -200,19 +200,19 @@ pub mod offsets {
     pub const ENTRY_CLAIMING: usize = 8;
 }
 
-/// Runs `body` in a forked child that has a private tmpfs (`options`, e.g. "size=1m")
-/// mounted at the directory `body` is given, gone when the child exits; `body` returns the
-/// child's exit code, which must be 0. Skipped, saying why, without root or where the
-/// mount is refused.
-pub fn in_private_tmpfs(options: &str, what: &str, body: impl FnOnce(&Path) -> i32) {
+/// Runs `body` in a forked child that has a private filesystem of type `fstype` ("tmpfs",
+/// "hugetlbfs") with `options` (e.g. "size=1m") mounted at the directory `body` is given,
+/// gone when the child exits; `body` returns the child's exit code, which must be 0.
+/// Skipped, saying why, without root or where the mount is refused.
+pub fn in_private_mount(fstype: &str, options: &str, what: &str, body: impl FnOnce(&Path) -> i32) {
     if !is_root() {
-        eprintln!("skipped: {what}: mounting a tmpfs needs root");
+        eprintln!("skipped: {what}: mounting a {fstype} needs root");
         return;
     }
-    let dir = ScratchDir::new("tmpfs");
+    let dir = ScratchDir::new(fstype);
     let mount_point = dir.0.clone();
     let mut child = fork(move || {
-        if let Err(why) = mount_private_tmpfs(&mount_point, options) {
+        if let Err(why) = mount_private(&mount_point, fstype, options) {
             eprintln!("{why}");
             return SKIP;
         }
@@ -221,10 +221,16 @@ pub fn in_private_tmpfs(options: &str, what: &str, body: impl FnOnce(&Path) -> i
     expect_exit(&mut child, 0, what);
 }
 
-/// In a forked child: a private mount namespace with a tmpfs of `options` mounted at
-/// `mount_point`. Err says why it could not be had.
-fn mount_private_tmpfs(mount_point: &Path, options: &str) -> Result<(), String> {
+/// [`in_private_mount`] of a tmpfs.
+pub fn in_private_tmpfs(options: &str, what: &str, body: impl FnOnce(&Path) -> i32) {
+    in_private_mount("tmpfs", options, what, body)
+}
+
+/// In a forked child: a private mount namespace with a filesystem of type `fstype` and
+/// `options` mounted at `mount_point`. Err says why it could not be had.
+fn mount_private(mount_point: &Path, fstype: &str, options: &str) -> Result<(), String> {
     let target = std::ffi::CString::new(mount_point.to_str().unwrap()).unwrap();
+    let c_fstype = std::ffi::CString::new(fstype).unwrap();
     let options = std::ffi::CString::new(options).unwrap();
     // SAFETY: plain syscalls with valid C strings.
     unsafe {
@@ -242,15 +248,15 @@ fn mount_private_tmpfs(mount_point: &Path, options: &str) -> Result<(), String> 
             std::ptr::null(),
         );
         if libc::mount(
-            c"tmpfs".as_ptr(),
+            c_fstype.as_ptr(),
             target.as_ptr(),
-            c"tmpfs".as_ptr(),
+            c_fstype.as_ptr(),
             0,
             options.as_ptr().cast(),
         ) != 0
         {
             return Err(format!(
-                "mount -t tmpfs refused: {}",
+                "mount -t {fstype} refused: {}",
                 std::io::Error::last_os_error()
             ));
         }
