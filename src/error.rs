@@ -240,9 +240,38 @@ impl fmt::Display for Error {
                  server of the same protocol version"
             ),
             Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
-            Error::Io { op, what, source } => write!(f, "{op} on {what} failed: {source}"),
+            Error::Io { op, what, source } => {
+                write!(f, "{op} on {what} failed: {source}")?;
+                match io_advice(op, source) {
+                    Some(advice) => write!(f, ": {advice}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
+}
+
+/// What to do about an OS error that no other variant covers, where there is something to
+/// do: these come from limits of the process or the system, not from shmlane.
+fn io_advice(op: &str, source: &io::Error) -> Option<&'static str> {
+    Some(match source.raw_os_error()? {
+        libc::EMFILE => {
+            "this process has as many descriptors open as its limit allows (each channel \
+             and endpoint holds one): close some, or raise the limit (ulimit -n, \
+             RLIMIT_NOFILE)"
+        }
+        libc::ENFILE => "the system's table of open files is full: raise fs.file-max",
+        libc::ENOMEM if op == "mmap" => {
+            "no room for the mapping in this process's address space: its limit (ulimit -v, \
+             RLIMIT_AS) or vm.max_map_count is reached; make the channel smaller, or raise \
+             the limit"
+        }
+        libc::EROFS => {
+            "the filesystem is mounted read-only: put the region in a writable directory, \
+             or use a memfd"
+        }
+        _ => return None,
+    })
 }
 
 impl std::error::Error for Error {

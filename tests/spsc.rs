@@ -484,6 +484,118 @@ fn a_region_with_holes_on_a_full_tmpfs_is_no_space_at_open_not_sigbus() {
 }
 
 #[test]
+fn a_file_in_a_missing_directory_is_not_found_naming_the_directory() {
+    let _serial = common::serial();
+    let dir = ScratchDir::new("nodir");
+    let path = dir.path("absent").join("ring");
+    match spsc::Channel::<u64>::create(Backing::file(&path), 64) {
+        Err(e @ Error::NotFound { .. }) => assert_eq!(
+            e.to_string(),
+            format!(
+                "the directory {} does not exist: create it first, or check the name",
+                dir.path("absent").display()
+            )
+        ),
+        other => panic!("expected NotFound, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn running_out_of_descriptors_is_an_error_that_names_the_channel_and_the_limit() {
+    let _serial = common::serial();
+    let mut child = fork(|| {
+        let limit = libc::rlimit {
+            rlim_cur: 64,
+            rlim_max: 64,
+        };
+        // SAFETY: plain syscall on this process with a valid argument.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let chan = spsc::Channel::<u64>::create(Backing::memfd("fds"), 64).unwrap();
+        // Every descriptor this process may have, taken.
+        let mut taken = Vec::new();
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            taken.push(file);
+        }
+        match chan.producer() {
+            Err(e @ Error::Io { .. }) => {
+                let text = e.to_string();
+                let Error::Io { op, what, source } = e else {
+                    unreachable!()
+                };
+                assert_eq!((op, source.raw_os_error()), ("open", Some(libc::EMFILE)));
+                assert!(what.starts_with("memfd:fds"), "{what}");
+                assert!(text.contains("ulimit -n"), "{text}");
+            }
+            other => panic!("expected Io(EMFILE), got {:?}", other.err()),
+        }
+        // Given back, they are enough again.
+        drop(taken);
+        chan.producer().unwrap().try_push(3).unwrap();
+        assert_eq!(chan.consumer().unwrap().try_pop(), Ok(3));
+        0
+    });
+    expect_exit(&mut child, 0, "out of descriptors");
+}
+
+#[test]
+fn a_read_only_filesystem_is_an_error_that_says_so() {
+    let _serial = common::serial();
+    in_private_tmpfs("ro,size=1m", "a read-only tmpfs", |mount_point| {
+        match spsc::Channel::<u64>::create(Backing::file(mount_point.join("ring")), 64) {
+            Err(e @ Error::Io { .. }) => {
+                let text = e.to_string();
+                let Error::Io { op, source, .. } = e else {
+                    unreachable!()
+                };
+                assert_eq!((op, source.raw_os_error()), ("open", Some(libc::EROFS)));
+                assert!(
+                    text.contains("read-only") && text.contains("memfd"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Io(EROFS), got {:?}", other.err()),
+        }
+        0
+    });
+}
+
+#[test]
+fn no_room_in_the_address_space_is_an_error_that_says_so_and_leaves_no_name() {
+    let _serial = common::serial();
+    let name = unique("as");
+    let mut child = fork(|| {
+        // 64 MiB more than this process has mapped now, for a 256 MiB channel.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmSize:"))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap();
+        let limit = (kib << 10) + (64 << 20);
+        let rlimit = libc::rlimit {
+            rlim_cur: limit,
+            rlim_max: limit,
+        };
+        // SAFETY: plain syscall on this process with a valid argument.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlimit) }, 0);
+        match spsc::Channel::<[u8; 4096]>::create(Backing::shm(&name), 1 << 16) {
+            Err(e @ Error::Io { .. }) => {
+                let text = e.to_string();
+                let Error::Io { op, source, .. } = e else {
+                    unreachable!()
+                };
+                assert_eq!((op, source.raw_os_error()), ("mmap", Some(libc::ENOMEM)));
+                assert!(text.contains("ulimit -v"), "{text}");
+            }
+            other => panic!("expected Io(ENOMEM) from mmap, got {:?}", other.err()),
+        }
+        assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
+        0
+    });
+    expect_exit(&mut child, 0, "no room in the address space");
+}
+
+#[test]
 fn a_full_tmpfs_is_no_space_not_sigbus() {
     let _serial = common::serial();
     in_private_tmpfs("size=1m", "NoSpace on a 1 MiB tmpfs", |mount_point| {

@@ -429,8 +429,14 @@ impl Region {
                 (fd, Name::Shm(object))
             }
             Source::File(path) => {
-                let fd = file::open(path, true, options.mode)
-                    .map_err(|e| exists_error(backing, os_error("open", &what, e)))?;
+                let fd = file::open(path, true, options.mode).map_err(|e| {
+                    // Creating, only the directory can be missing.
+                    let what = match e.raw_os_error() {
+                        Some(libc::ENOENT) => format!("the directory {}", file::dir_of(path)),
+                        _ => what.clone(),
+                    };
+                    exists_error(backing, os_error("open", &what, e))
+                })?;
                 (fd, Name::File(path.clone()))
             }
             Source::Memfd(name) => (
@@ -550,7 +556,7 @@ impl Region {
             Name::Anonymous(_) => {
                 let proc_path = format!("/proc/self/fd/{}", self.file.fd.as_raw_fd());
                 file::open(Path::new(&proc_path), false, 0)
-                    .map_err(|e| os_error("open", &proc_path, e))?
+                    .map_err(|e| os_error("open", &format!("{what} (as {proc_path})"), e))?
             }
         };
         let id = file_id(fd.as_fd()).map_err(|e| os_error("fstat", &what, e))?;
