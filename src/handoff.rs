@@ -651,6 +651,14 @@ fn recv_with_fd(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Op
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
+    if fd.is_none() && msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        // The kernel drops a descriptor it cannot install here, and says only this.
+        return Err(io::Error::other(
+            "the kernel dropped the descriptor the server sent (MSG_CTRUNC), most often \
+             because this process is at its limit of open files: close some, or raise it \
+             (ulimit -n, RLIMIT_NOFILE)",
+        ));
+    }
     Ok((got as usize, fd))
 }
 

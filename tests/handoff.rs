@@ -209,6 +209,43 @@ fn served_over_abstract(
 }
 
 #[test]
+fn a_client_out_of_descriptors_is_told_so_not_that_no_descriptor_came() {
+    let _serial = common::serial();
+    let dir = ScratchDir::new("handoff-fds");
+    let path = dir.path("sock");
+    let chan = spsc::Channel::<u64>::create(Backing::memfd("fds"), 16).unwrap();
+    let listener = Listener::bind(&path).unwrap();
+    let mut child = fork(|| {
+        // Room for the socket and nothing more: fds below the limit are all taken but one.
+        // SAFETY: F_GETFD only asks whether a descriptor is open.
+        let free = (0..)
+            .find(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0)
+            .unwrap();
+        let limit = libc::rlimit {
+            rlim_cur: free as u64 + 1,
+            rlim_max: free as u64 + 1,
+        };
+        // SAFETY: plain syscall on this process with a valid argument.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        match handoff::connect::<spsc::Channel<u64>>(&path, Duration::from_secs(5)) {
+            Err(e @ Error::Io { .. }) => {
+                let text = e.to_string();
+                assert!(text.starts_with("recvmsg on "), "{text}");
+                assert!(
+                    text.contains("MSG_CTRUNC") && text.contains("ulimit -n"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Io from recvmsg, got {:?}", other.err()),
+        }
+        0
+    });
+    // The server did its part.
+    assert!(matches!(listener.accept(&chan), Ok(Outcome::Served(_))));
+    expect_exit(&mut child, 0, "a client out of descriptors");
+}
+
+#[test]
 fn a_timeout_of_duration_max_means_no_limit() {
     let _serial = common::serial();
     // Duration::MAX is past what an Instant can hold: it must mean "no deadline".
