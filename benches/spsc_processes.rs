@@ -55,7 +55,9 @@ fn shmlane_run<const WORDS: usize>(iters: u64) -> Duration {
         .unwrap();
     let child = spawn(|| {
         let mut rx = chan.consumer().unwrap();
-        (0..iters).all(|seq| rx.pop().is_ok_and(|m| m[0] == seq))
+        // black_box: the whole message is received, as a read from a socket would be, not
+        // only the word checked.
+        (0..iters).all(|seq| rx.pop().is_ok_and(|m| std::hint::black_box(m)[0] == seq))
     });
     let mut tx = chan.producer().unwrap();
     let start = Instant::now();
@@ -76,10 +78,10 @@ const BIG_SLOTS: u64 = 64;
 const BIG_CHUNK: usize = 16;
 
 /// Copies a received 4 KiB message out (so all of it crosses between caches) and checks its
-/// sequence number.
+/// sequence number. black_box: otherwise the compiler may copy only the word it checks.
 fn take(message: &[u64; BIG], into: &mut [u64; BIG], seq: u64) -> bool {
     *into = *message;
-    into[0] == seq
+    std::hint::black_box(&*into)[0] == seq
 }
 
 fn shmlane_chunks_4k(iters: u64) -> Duration {

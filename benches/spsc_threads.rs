@@ -101,6 +101,10 @@ fn per_item<I: Item, Tx: Send, Rx: Send>(
             while next < iters {
                 match pop(&mut rx) {
                     Some(item) => {
+                        // The whole item is received, as a real consumer's is: without
+                        // black_box the compiler may read only the word checked (it did, in
+                        // rtrb's inlined pop: 1 KiB items at 36 ns each, 58 ns with it).
+                        let item = std::hint::black_box(item);
                         assert_eq!(item.seq(), next, "out of order");
                         next += 1;
                     }
