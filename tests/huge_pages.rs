@@ -7,8 +7,8 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::{expect_exit, fork, in_private_mount, is_root};
-use shmlane::{spsc, Backing, Error};
+use common::{expect_exit, fork, in_private_mount, is_root, no_space};
+use shmlane::{spsc, Backing};
 
 const HUGE: u64 = 2 << 20;
 const POOL: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
@@ -24,29 +24,20 @@ fn a_hugetlbfs_mount_too_small_is_no_space_that_names_huge_pages() {
         |mount_point| {
             let path = mount_point.join("ring");
             // 4 MiB of slots and the header: three huge pages.
-            match spsc::Channel::<u64>::create(Backing::file(&path), 1 << 19) {
-                Err(e @ Error::NoSpace { .. }) => {
-                    let text = e.to_string();
-                    let Error::NoSpace {
-                        dir,
-                        needed,
-                        available,
-                        huge_pages,
-                    } = e
-                    else {
-                        unreachable!()
-                    };
-                    assert_eq!(dir, mount_point.to_str().unwrap());
-                    assert_eq!(needed, 3 * HUGE);
-                    assert!(huge_pages);
-                    assert!(available.is_some_and(|free| free <= HUGE), "{available:?}");
-                    assert!(
-                        text.contains("huge pages") && text.contains("nr_hugepages"),
-                        "{text}"
-                    );
-                }
-                other => panic!("expected NoSpace, got {:?}", other.err()),
-            }
+            let refused = no_space(spsc::Channel::<u64>::create(Backing::file(&path), 1 << 19));
+            assert_eq!(refused.dir, mount_point.to_str().unwrap());
+            assert_eq!(refused.needed, 3 * HUGE);
+            assert!(refused.huge_pages);
+            assert!(
+                refused.available.is_some_and(|free| free <= HUGE),
+                "{:?}",
+                refused.available
+            );
+            let text = &refused.message;
+            assert!(
+                text.contains("huge pages") && text.contains("nr_hugepages"),
+                "{text}"
+            );
             // Nothing left behind.
             assert_eq!(std::fs::read_dir(mount_point).unwrap().count(), 0);
             0
@@ -67,25 +58,17 @@ fn huge_page_memfd_without_free_huge_pages_is_no_space() {
         .create(Backing::memfd("huge"));
     // Whether the machine has a page to spare is its administrator's choice: each case has
     // its one right answer.
-    match (free, created) {
-        (
-            0,
-            Err(Error::NoSpace {
-                dir,
-                needed,
-                available,
-                huge_pages,
-            }),
-        ) => {
-            assert_eq!(dir, "a memfd (MFD_HUGETLB)");
-            assert_eq!((needed, available, huge_pages), (HUGE, Some(0), true));
-        }
-        (0, Ok(_)) => panic!("a huge page memfd was made with no free huge page"),
-        (_, created) => {
-            let chan = created.unwrap();
-            chan.producer().unwrap().try_push(9).unwrap();
-            assert_eq!(chan.consumer().unwrap().try_pop(), Ok(9));
-        }
+    if free == 0 {
+        let refused = no_space(created);
+        assert_eq!(refused.dir, "a memfd (MFD_HUGETLB)");
+        assert_eq!(
+            (refused.needed, refused.available, refused.huge_pages),
+            (HUGE, Some(0), true)
+        );
+    } else {
+        let chan = created.unwrap();
+        chan.producer().unwrap().try_push(9).unwrap();
+        assert_eq!(chan.consumer().unwrap().try_pop(), Ok(9));
     }
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
 use common::{
-    expect_exit, fork, in_memory_cgroup, in_private_tmpfs, is_root, poke_u64, unique, ScratchDir,
-    SKIP,
+    expect_exit, fork, in_memory_cgroup, in_private_tmpfs, is_root, no_space, poke_u64, unique,
+    ScratchDir, SKIP,
 };
 use shmlane::{spsc, Backing, ChunkError, Error, PeerState, PopError, TryPopError};
 
@@ -368,30 +368,29 @@ fn a_memfd_larger_than_memory_is_no_space_not_an_oom_kill() {
             assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
         }
         // 4 PiB of 4 KiB slots: a memfd has no size limit of its own.
-        match spsc::Channel::<[u8; 4096]>::create(Backing::memfd("huge"), 1 << 40) {
-            Err(e @ Error::NoSpace { .. }) => {
-                let text = e.to_string();
-                let Error::NoSpace {
-                    needed, available, ..
-                } = e
-                else {
-                    unreachable!()
-                };
-                assert!(needed > 1 << 52, "needed {needed}");
-                let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-                let kib = |key: &str| -> u64 {
-                    let line = meminfo.lines().find(|l| l.starts_with(key)).unwrap();
-                    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-                };
-                let machine = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
-                assert!(
-                    available.is_some_and(|room| room > 0 && room <= machine),
-                    "{available:?} of {machine}"
-                );
-                assert!(text.contains("memory cgroup"), "{text}");
-            }
-            other => panic!("expected NoSpace, got {:?}", other.err()),
-        }
+        let refused = no_space(spsc::Channel::<[u8; 4096]>::create(
+            Backing::memfd("huge"),
+            1 << 40,
+        ));
+        assert!(refused.needed > 1 << 52, "needed {}", refused.needed);
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib = |key: &str| -> u64 {
+            let line = meminfo.lines().find(|l| l.starts_with(key)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let machine = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
+        assert!(
+            refused
+                .available
+                .is_some_and(|room| room > 0 && room <= machine),
+            "{:?} of {machine}",
+            refused.available
+        );
+        assert!(
+            refused.message.contains("memory cgroup"),
+            "{}",
+            refused.message
+        );
         // One that fits is still made.
         let chan = spsc::Channel::<[u8; 4096]>::create(Backing::memfd("fits"), 16).unwrap();
         chan.producer().unwrap().try_push([7; 4096]).unwrap();
@@ -415,18 +414,16 @@ fn a_memfd_larger_than_the_memory_cgroup_has_left_is_no_space_not_an_oom_kill() 
                 page[0] = 2;
             }
             // 32 MiB of slots: under the limit, over what is left of it.
-            match spsc::Channel::<[u8; 4096]>::create(Backing::memfd("over"), 8192) {
-                Err(Error::NoSpace {
-                    needed, available, ..
-                }) => {
-                    assert!(needed > 32 << 20, "needed {needed}");
-                    assert!(
-                        available.is_some_and(|room| room < 24 << 20),
-                        "{available:?} of 64 MiB with 40 MiB used"
-                    );
-                }
-                other => panic!("expected NoSpace, got {:?}", other.err()),
-            }
+            let refused = no_space(spsc::Channel::<[u8; 4096]>::create(
+                Backing::memfd("over"),
+                8192,
+            ));
+            assert!(refused.needed > 32 << 20, "needed {}", refused.needed);
+            assert!(
+                refused.available.is_some_and(|room| room < 24 << 20),
+                "{:?} of 64 MiB with 40 MiB used",
+                refused.available
+            );
             // One that fits what is left is still made, and works.
             let chan = spsc::Channel::<[u8; 4096]>::create(Backing::memfd("fits"), 2048).unwrap();
             chan.producer().unwrap().try_push([7; 4096]).unwrap();
@@ -463,13 +460,9 @@ fn a_region_with_holes_on_a_full_tmpfs_is_no_space_at_open_not_sigbus() {
         assert_eq!(punched, 0, "{}", std::io::Error::last_os_error());
         // The space the holes gave back goes to the filler.
         while std::io::Write::write_all(&mut fill, &[1u8; 4096]).is_ok() {}
-        match spsc::Channel::<[u64; 8]>::open(Backing::file(&path)) {
-            Err(Error::NoSpace { dir, needed, .. }) => {
-                assert_eq!(dir, mount_point.to_str().unwrap());
-                assert!(needed > 512 << 10, "needed {needed}");
-            }
-            other => panic!("expected NoSpace, got {:?}", other.err()),
-        }
+        let refused = no_space(spsc::Channel::<[u64; 8]>::open(Backing::file(&path)));
+        assert_eq!(refused.dir, mount_point.to_str().unwrap());
+        assert!(refused.needed > 512 << 10, "needed {}", refused.needed);
         // With room again, the open fills the holes and every slot works.
         drop(fill);
         std::fs::remove_file(&filler).unwrap();
@@ -601,32 +594,23 @@ fn a_full_tmpfs_is_no_space_not_sigbus() {
     in_private_tmpfs("size=1m", "NoSpace on a 1 MiB tmpfs", |mount_point| {
         let path = mount_point.join("big");
         // 4 MiB of slots in a 1 MiB tmpfs.
-        match spsc::Channel::<[u64; 8]>::create(Backing::file(&path), 1 << 16) {
-            Err(e @ Error::NoSpace { .. }) => {
-                let text = e.to_string();
-                let Error::NoSpace {
-                    dir,
-                    needed,
-                    available,
-                    huge_pages,
-                } = e
-                else {
-                    unreachable!()
-                };
-                assert_eq!(dir, mount_point.to_str().unwrap());
-                assert!(!huge_pages);
-                assert!(needed >= 4 << 20, "needed {needed}");
-                assert!(
-                    available.is_some_and(|free| free <= 1 << 20),
-                    "{available:?}"
-                );
-                assert!(
-                    text.contains("--shm-size") && text.contains("emptyDir.sizeLimit"),
-                    "{text}"
-                );
-            }
-            other => panic!("expected NoSpace, got {:?}", other.err()),
-        }
+        let refused = no_space(spsc::Channel::<[u64; 8]>::create(
+            Backing::file(&path),
+            1 << 16,
+        ));
+        assert_eq!(refused.dir, mount_point.to_str().unwrap());
+        assert!(!refused.huge_pages);
+        assert!(refused.needed >= 4 << 20, "needed {}", refused.needed);
+        assert!(
+            refused.available.is_some_and(|free| free <= 1 << 20),
+            "{:?}",
+            refused.available
+        );
+        let text = &refused.message;
+        assert!(
+            text.contains("--shm-size") && text.contains("emptyDir.sizeLimit"),
+            "{text}"
+        );
         // Nothing left behind, and a channel that fits still works.
         assert_eq!(std::fs::read_dir(mount_point).unwrap().count(), 0);
         let chan = spsc::Channel::<u64>::create(Backing::file(&path), 1024).unwrap();
@@ -647,10 +631,11 @@ fn a_region_larger_than_dev_shm_is_no_space_and_leaves_no_name() {
     };
     let capacity = (total / 64 + 1).next_power_of_two();
     let name = unique("too-big");
-    match spsc::Channel::<[u64; 8]>::create(Backing::shm(&name), capacity) {
-        Err(Error::NoSpace { dir, .. }) => assert_eq!(dir, "/dev/shm"),
-        other => panic!("expected NoSpace, got {:?}", other.err()),
-    }
+    let refused = no_space(spsc::Channel::<[u64; 8]>::create(
+        Backing::shm(&name),
+        capacity,
+    ));
+    assert_eq!(refused.dir, "/dev/shm");
     assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
 }
 

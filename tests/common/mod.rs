@@ -200,6 +200,42 @@ pub mod offsets {
     pub const ENTRY_CLAIMING: usize = 8;
 }
 
+/// What a create that ran out of room reported: the fields of its `NoSpace` and its
+/// message.
+pub struct NoSpace {
+    pub dir: String,
+    pub needed: u64,
+    pub available: Option<u64>,
+    pub huge_pages: bool,
+    pub message: String,
+}
+
+/// The `NoSpace` of a create; panics, saying what came instead, on anything else.
+pub fn no_space<T>(created: Result<T, shmlane::Error>) -> NoSpace {
+    match created {
+        Err(e @ shmlane::Error::NoSpace { .. }) => {
+            let message = e.to_string();
+            let shmlane::Error::NoSpace {
+                dir,
+                needed,
+                available,
+                huge_pages,
+            } = e
+            else {
+                unreachable!()
+            };
+            NoSpace {
+                dir,
+                needed,
+                available,
+                huge_pages,
+                message,
+            }
+        }
+        other => panic!("expected NoSpace, got {:?}", other.err()),
+    }
+}
+
 /// Runs `body` in a forked child that has a private filesystem of type `fstype` ("tmpfs",
 /// "hugetlbfs") with `options` (e.g. "size=1m") mounted at the directory `body` is given,
 /// gone when the child exits; `body` returns the child's exit code, which must be 0.
