@@ -200,7 +200,7 @@ impl<T: Pod> Producer<T> {
     }
 
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
-        self.0.probe.hit();
+        self.0.probe.prime();
         let r = &self.0;
         r.core.push_until(
             value,
@@ -294,7 +294,7 @@ impl<T: Pod> Consumer<T> {
         if let Some(position) = self.hole.take() {
             return Err(PopError::ProducerDied { position });
         }
-        self.registered.probe.hit();
+        self.registered.probe.prime();
         let r = &self.registered;
         r.core.pop_until(
             r.wait,

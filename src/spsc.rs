@@ -181,7 +181,7 @@ impl<T: Pod> Producer<T> {
     }
 
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
-        self.probe.hit();
+        self.probe.prime();
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::CONSUMER, &header.consumer_state);
         self.ring.push_until(value, self.wait, deadline, &mut died)
@@ -414,7 +414,7 @@ impl<T: Pod> Consumer<T> {
     }
 
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
-        self.probe.hit();
+        self.probe.prime();
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);
         self.ring.pop_until(self.wait, deadline, &mut died)
