@@ -258,7 +258,7 @@ impl Listener {
             let reason = &reason.as_bytes()[..reason.len().min(REASON_MAX)];
             put_u32(&mut message, 48, reason.len() as u32);
             message[64..64 + reason.len()].copy_from_slice(reason);
-            return match send(stream.as_fd(), &message, None) {
+            return match send(&stream, &message, None) {
                 Ok(()) => Outcome::Refused(peer),
                 Err(_) => Outcome::Vanished,
             };
@@ -270,11 +270,7 @@ impl Listener {
         put_u32(&mut message, 24, geometry.slot_align);
         put_u64(&mut message, 32, geometry.capacity);
         put_u64(&mut message, 40, geometry.type_tag);
-        match send(
-            stream.as_fd(),
-            &message,
-            Some(channel.shared().region().fd()),
-        ) {
+        match send(&stream, &message, Some(channel.shared().region().fd())) {
             Ok(()) => Outcome::Served(peer),
             Err(_) => Outcome::Vanished,
         }
@@ -353,13 +349,13 @@ fn receive<C: Flavor>(
 ) -> Result<C, Error> {
     let deadline = deadline(timeout);
     let mut message = [0u8; MESSAGE_LEN];
-    let (mut got, fd) = within(stream.as_fd(), libc::SO_RCVTIMEO, deadline, || {
+    let (mut got, fd) = within(&stream, UnixStream::set_read_timeout, deadline, || {
         recv_with_fd(stream.as_fd(), &mut message)
     })
     .map_err(|e| handshake_io(e, what))?;
     // A stream may deliver the message in pieces; the fd comes with the first.
     while got < MESSAGE_LEN && got > 0 {
-        match within(stream.as_fd(), libc::SO_RCVTIMEO, deadline, || {
+        match within(&stream, UnixStream::set_read_timeout, deadline, || {
             (&stream).read(&mut message[got..])
         })
         .map_err(|e| handshake_io(e, what))?
@@ -381,14 +377,15 @@ fn receive<C: Flavor>(
     options.from_fd(fd)
 }
 
-/// Runs a socket call with `socket`'s `timeout` option (SO_RCVTIMEO or SO_SNDTIMEO) set to
-/// what is left until `deadline` (at least 1 ms; none without a deadline), and runs it again
-/// when a signal handler interrupted it (EINTR): the kernel never restarts a socket call that
-/// has a timeout, whatever the handler's SA_RESTART (signal(7)). Past the deadline an
-/// interruption is a timeout, so signals that keep coming cannot stretch the wait.
+/// Runs a socket call with the timeout `set_timeout` sets on `stream` (its read or write
+/// timeout) at what is left until `deadline` (at least 1 ms; none without a deadline), and
+/// runs it again when a signal handler interrupted it (EINTR): the kernel never restarts a
+/// socket call that has a timeout, whatever the handler's SA_RESTART (signal(7)). Past the
+/// deadline an interruption is a timeout, so signals that keep coming cannot stretch the
+/// wait.
 fn within<T>(
-    socket: BorrowedFd<'_>,
-    timeout: libc::c_int,
+    stream: &UnixStream,
+    set_timeout: fn(&UnixStream, Option<Duration>) -> io::Result<()>,
     deadline: Option<Instant>,
     mut call: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
@@ -397,7 +394,7 @@ fn within<T>(
             d.saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         });
-        set_timeout(socket, timeout, left)?;
+        set_timeout(stream, left)?;
         match call() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                 if expired(deadline) {
@@ -407,34 +404,6 @@ fn within<T>(
             done => return done,
         }
     }
-}
-
-/// Sets a socket's `timeout` option (SO_RCVTIMEO or SO_SNDTIMEO) to `value`, or to none.
-fn set_timeout(
-    socket: BorrowedFd<'_>,
-    timeout: libc::c_int,
-    value: Option<Duration>,
-) -> io::Result<()> {
-    // A zero timeval means no timeout.
-    let value = value.unwrap_or(Duration::ZERO);
-    let tv = libc::timeval {
-        tv_sec: value.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-        tv_usec: value.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: `tv` is a valid timeval for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            timeout,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn handshake_io(e: io::Error, what: &str) -> Error {
@@ -561,7 +530,7 @@ struct CmsgBuf([u8; 64]);
 /// Sends `bytes` with `fd` attached (if any); `MSG_NOSIGNAL`, so a vanished peer is an
 /// error here, not a SIGPIPE. Written here rather than with the `sendfd` crate, which sends
 /// without `MSG_NOSIGNAL` and receives without `MSG_CMSG_CLOEXEC`.
-fn send(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+fn send(stream: &UnixStream, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: bytes.as_ptr() as *mut libc::c_void,
         iov_len: bytes.len(),
@@ -589,9 +558,10 @@ fn send(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io:
                 .write_unaligned(fd.as_raw_fd());
         }
     }
-    let sent = within(socket, libc::SO_SNDTIMEO, deadline(SEND_TIMEOUT), || {
+    let set_timeout = UnixStream::set_write_timeout;
+    let sent = within(stream, set_timeout, deadline(SEND_TIMEOUT), || {
         // SAFETY: msg points to live buffers (iov, control) for the duration of the call.
-        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if sent < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -599,11 +569,7 @@ fn send(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>) -> io:
     })?;
     if (sent as usize) < bytes.len() {
         // The fd went with the first part; a unix stream takes 256 bytes at once in practice.
-        let mut stream = std::mem::ManuallyDrop::new(
-            // SAFETY: a borrowed socket, wrapped without taking ownership (ManuallyDrop).
-            unsafe { UnixStream::from_raw_fd(socket.as_raw_fd()) },
-        );
-        std::io::Write::write_all(&mut *stream, &bytes[sent as usize..])?;
+        std::io::Write::write_all(&mut &*stream, &bytes[sent as usize..])?;
     }
     Ok(())
 }
