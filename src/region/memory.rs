@@ -81,13 +81,7 @@ fn cgroup_headrooms<'a>(cgroups: &'a str, root: &'a Path) -> impl Iterator<Item 
 /// The headroom of the cgroup at `dir` (see [`cgroup_headrooms`]); `None` when it has no
 /// limit or none can be read.
 fn headroom(dir: &Path, controller: &Controller) -> Option<u64> {
-    let number = |file: &str| {
-        std::fs::read_to_string(dir.join(file))
-            .ok()?
-            .trim()
-            .parse::<u64>()
-            .ok()
-    };
+    let number = |file: &str| read_number(&dir.join(file));
     // "max" (v2) does not parse; a page-rounded i64::MAX (v1) is no limit either, but is
     // above any real size, so it needs no case of its own.
     let limit = number(controller.limit)?;
@@ -111,6 +105,12 @@ fn headroom(dir: &Path, controller: &Controller) -> Option<u64> {
             .saturating_add(reclaimable)
             .min(limit),
     )
+}
+
+/// The number a kernel file (a cgroup or sysfs setting) holds; `None` when it cannot be read
+/// or holds something else ("max", say).
+pub(crate) fn read_number(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// `mount/path` and each of its ancestors down to `mount` itself.

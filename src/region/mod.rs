@@ -235,13 +235,7 @@ fn filesystem(fd: BorrowedFd<'_>) -> (u64, Store) {
 /// limit (a mount without one reports no blocks).
 fn huge_pages_free(fd: BorrowedFd<'_>, page: u64) -> Option<u64> {
     let pool = Path::new("/sys/kernel/mm/hugepages").join(format!("hugepages-{}kB", page >> 10));
-    let count = |file: &str| -> Option<u64> {
-        std::fs::read_to_string(pool.join(file))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
+    let count = |file: &str| memory::read_number(&pool.join(file));
     let pool_free = count("free_hugepages")?.saturating_sub(count("resv_hugepages")?);
     let mount_free = fstatfs(fd)
         .filter(|st| st.f_blocks > 0)
