@@ -30,18 +30,19 @@ const PROBE_EVERY: u32 = 16;
 
 /// Rate limit for the lock probes of non-blocking calls: at most one per [`PROBE_INTERVAL`]
 /// by the coarse monotonic clock (a few ns through the vDSO, tick resolution). A run of
-/// misses reads the clock every [`PROBE_EVERY`]th time; its first miss reads it when at
-/// least [`PROBE_EVERY`] successes came since the last read, or a blocking call came
-/// ([`prime`](Self::prime)), or it is the endpoint's first. A consumer chasing its producer
-/// misses once or twice between items: reading the clock on each of those cost it 5-10% of
-/// its throughput.
+/// misses reads the clock every [`PROBE_EVERY`]th time; its first miss reads it when the
+/// endpoint's position moved at least [`PROBE_EVERY`] since the last read, or a blocking
+/// call came ([`prime`](Self::prime)), or it is the endpoint's first. A consumer chasing
+/// its producer misses once or twice between items: reading the clock on each of those cost
+/// it 5-10% of its throughput. Successes are counted from the position, not by the push or
+/// pop that made them: no store on their path.
 pub(crate) struct ProbeClock {
     last_ns: u64,
     misses: u32,
-    /// Successes since the clock was last read. Wrapping: once in 2^32 successes a run's
-    /// first miss may skip a look it would have had.
+    /// Progress since the clock was last read. Wrapping: once in 2^32 items a run's first
+    /// miss may skip a look it would have had.
     since_look: u32,
-    /// The endpoint's position at the last miss, for [`due_at`](Self::due_at).
+    /// The endpoint's position at the last miss.
     pos: u64,
 }
 
@@ -55,9 +56,18 @@ impl ProbeClock {
         }
     }
 
-    /// Called on a miss: whether a probe is due now (and if so, the interval restarts).
+    /// Called on a miss, with the position of the endpoint (SPSC) or of its side (MPMC: the
+    /// enqueue or dequeue position), which moves with each success: whether a probe is due
+    /// now (and if so, the interval restarts). A position that moved since the last miss
+    /// starts a new run of misses and counts as that many successes.
     #[inline]
-    pub(crate) fn due(&mut self) -> bool {
+    pub(crate) fn due_at(&mut self, pos: u64) -> bool {
+        if pos != self.pos {
+            let done = pos.wrapping_sub(self.pos).min(u64::from(PROBE_EVERY)) as u32;
+            self.since_look = self.since_look.wrapping_add(done);
+            self.pos = pos;
+            self.misses = 0;
+        }
         let run = self.misses;
         self.misses = run.wrapping_add(1);
         let look = if run == 0 {
@@ -72,21 +82,6 @@ impl ProbeClock {
         self.interval_passed()
     }
 
-    /// [`due`](Self::due) for an endpoint whose own position `pos` moves with each success:
-    /// a position that moved since the last miss starts a new run of misses and counts as
-    /// that many successes, so successes need not call [`hit`](Self::hit) (stores on every
-    /// push or pop).
-    #[inline]
-    pub(crate) fn due_at(&mut self, pos: u64) -> bool {
-        if pos != self.pos {
-            let done = pos.wrapping_sub(self.pos).min(u64::from(PROBE_EVERY)) as u32;
-            self.since_look = self.since_look.wrapping_add(done);
-            self.pos = pos;
-            self.misses = 0;
-        }
-        self.due()
-    }
-
     /// Whether [`PROBE_INTERVAL`] passed since the last probe (if so, it restarts). Out of
     /// line: a clock read is the rare part of a miss.
     #[cold]
@@ -98,13 +93,6 @@ impl ProbeClock {
             return true;
         }
         false
-    }
-
-    /// Called when a call did not miss: the next miss starts a run.
-    #[inline(always)]
-    pub(crate) fn hit(&mut self) {
-        self.misses = 0;
-        self.since_look = self.since_look.wrapping_add(1);
     }
 
     /// Called by a blocking call: the next miss reads the clock (so a `try_` call after a
@@ -633,35 +621,38 @@ mod tests {
     #[test]
     fn probe_clock_looks_at_a_runs_first_miss_only_after_sixteen_successes() {
         let mut clock = overdue_clock(0);
-        assert!(clock.due(), "a fresh clock's first miss looks");
-        rest_of_run(&mut clock, ProbeClock::due);
-        // A consumer chasing its producer: a success or two between misses. The clock is
-        // read once per sixteen successes, not once per run.
+        assert!(clock.due_at(0), "a fresh clock's first miss looks");
+        rest_of_run(&mut clock, |c| c.due_at(0));
+        // A consumer chasing its producer: a success between misses. The clock is read once
+        // per sixteen successes, not once per run.
         clock.last_ns = 0;
-        for _ in 1..PROBE_EVERY {
-            clock.hit();
-            assert!(!clock.due(), "too few successes since the last look");
+        for pos in 1..u64::from(PROBE_EVERY) {
+            assert!(!clock.due_at(pos), "too few successes since the last look");
         }
-        clock.hit();
         assert!(
-            clock.due(),
+            clock.due_at(u64::from(PROBE_EVERY)),
             "the first miss after the sixteenth success looks"
         );
         // Looking, with the interval not yet over: no probe.
         clock.prime();
-        assert!(!clock.due(), "the clock says the last probe was just now");
+        assert!(
+            !clock.due_at(u64::from(PROBE_EVERY)),
+            "the clock says the last probe was just now"
+        );
     }
 
     #[test]
     fn probe_clock_after_a_blocking_call_looks_at_the_first_miss() {
         let mut clock = overdue_clock(0);
-        assert!(clock.due());
+        assert!(clock.due_at(0));
         clock.last_ns = 0;
-        clock.hit();
-        assert!(!clock.due(), "one success is not enough");
+        assert!(!clock.due_at(1), "one success is not enough");
         // A blocking call (which may have seen a peer die) primes it.
         clock.prime();
-        assert!(clock.due(), "the first miss after a blocking call looks");
+        assert!(
+            clock.due_at(1),
+            "the first miss after a blocking call looks"
+        );
     }
 
     #[test]

@@ -89,15 +89,15 @@ pub(crate) mod entry_state {
     pub(crate) const CLOSED: u32 = 3;
 }
 
-/// `Entry::claiming` when the endpoint is between operations.
+/// `Entry::claiming` when the endpoint has no claim recorded.
 pub(crate) const IDLE: u64 = u64::MAX;
 /// Most MPMC registry entries a region may have (bounds every scan of the registry).
 pub(crate) const MAX_REGISTRY: u32 = 1024;
 
 /// One MPMC endpoint's registry entry, a group of its own (it writes `claiming` on every
-/// operation). `claiming` holds the position the endpoint is claiming or has claimed and not
-/// finished with, written *before* its claim, so that when it dies mid-operation the others
-/// can find what it left unfinished.
+/// operation). `claiming` holds the position the endpoint is claiming or last claimed,
+/// written *before* its claim, so that when it dies mid-operation the others can find what
+/// it left unfinished ([`IDLE`] before its first claim and after a lost one).
 #[repr(C, align(128))]
 pub(crate) struct Entry {
     pub state: AtomicU32,

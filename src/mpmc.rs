@@ -157,10 +157,7 @@ impl<T: Pod> Producer<T> {
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         let r = &mut self.0;
         let pos = match r.core.claim_slot_if_easy() {
-            Some(pos) => {
-                r.probe.hit();
-                pos
-            }
+            Some(pos) => pos,
             None => match self.claim_slot_slow() {
                 Ok(pos) => pos,
                 Err(e) => return Err(e.with(value)),
@@ -176,11 +173,10 @@ impl<T: Pod> Producer<T> {
     fn claim_slot_slow(&mut self) -> Result<u64, TryPushError<()>> {
         let r = &mut self.0;
         if let Some(result) = r.core.try_claim_slot(false, &mut |_| true) {
-            r.probe.hit();
             return result;
         }
         // Full: worth a (rate-limited) look for dead consumers.
-        if !r.probe.due() {
+        if !r.probe.due_at(r.core.side_pos()) {
             return Err(TryPushError::Full(()));
         }
         r.core
@@ -247,15 +243,13 @@ pub struct Consumer<T: Pod> {
 impl<T: Pod> Consumer<T> {
     /// Pops a value if one is ready, without waiting.
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        if let Some(position) = self.hole.take() {
+        // Not `take()`: that stores on every pop.
+        if let Some(position) = self.hole {
+            self.hole = None;
             return Err(TryPopError::ProducerDied { position });
         }
-        let r = &mut self.registered;
-        let pos = match r.core.dequeue_at_once() {
-            Some(pos) => {
-                r.probe.hit();
-                pos
-            }
+        let pos = match self.registered.core.dequeue_at_once() {
+            Some(pos) => pos,
             None => self.claim_slow()?,
         };
         Ok(self.registered.core.take(pos))
@@ -267,11 +261,10 @@ impl<T: Pod> Consumer<T> {
     fn claim_slow(&mut self) -> Result<u64, TryPopError> {
         let r = &mut self.registered;
         if let Some(result) = r.core.try_claim(false, &mut |_| true) {
-            r.probe.hit();
             return result;
         }
         // Empty (or a slow producer's slot): worth a (rate-limited) look for dead producers.
-        if !r.probe.due() {
+        if !r.probe.due_at(r.core.side_pos()) {
             return Err(TryPopError::Empty);
         }
         r.core

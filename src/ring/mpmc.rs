@@ -11,8 +11,12 @@
 //! # Dead endpoints
 //! Processes die between claiming a position and finishing with its slot. So that the others
 //! do not wait forever, every endpoint writes the position it is about to claim into its
-//! registry entry *before* the CAS, and clears it when done. Whoever gets stuck (and probes)
-//! scans the registry for dead endpoints (their liveness locks are gone) with a claim left:
+//! registry entry *before* the CAS, withdraws it if the CAS is lost (the winner holds that
+//! position), and otherwise leaves it there: once the slot is published (or freed) its
+//! sequence has moved past the one a repair's CAS expects, so a finished claim is never
+//! taken for an unfinished one, and the fast path saves a store. Whoever gets stuck (and
+//! probes) scans the registry for dead endpoints (their liveness locks are gone) with a
+//! claim left:
 //! - a producer's claimed, unpublished slot becomes a tombstone (`TOMB`): the consumer that
 //!   reaches it skips it and reports [`Dequeued::Skipped`]; nothing published is lost;
 //! - a consumer's dequeued, unreleased slot is freed for producers; the value it was taking
@@ -47,10 +51,10 @@ pub(crate) enum Dequeued {
     Claimed(u64),
     /// The tombstone of a dead producer's slot at this position, now skipped.
     Skipped(u64),
-    /// Nothing has been claimed past the dequeue position.
-    Empty,
-    /// A producer claimed the next position and has not published it (yet, or ever).
-    Pending,
+    /// The slot at this position, still the dequeue position, holds no value: nothing was
+    /// claimed there (empty), or a producer claimed it and has not published it (yet, or
+    /// ever); [`Endpoint::pending`] tells which.
+    Short(u64),
 }
 
 /// What a side's full claim loop (`Endpoint::claim_loop`) found.
@@ -125,6 +129,17 @@ impl<T: Copy> Endpoint<T> {
         // SAFETY: `register` checked `entry` against the registry's length, which is a
         // process-local copy that never changes.
         unsafe { self.mem.registry().get_unchecked(self.entry) }
+    }
+
+    /// This endpoint's side's position (enqueue for a producer, dequeue for a consumer), as
+    /// a sign of progress for the probe clock: unchecked, Relaxed.
+    pub(crate) fn side_pos(&self) -> u64 {
+        let line = if self.role == entry_state::PRODUCER {
+            self.mem.producer_line()
+        } else {
+            self.mem.consumer_line()
+        };
+        line.pos.load(Relaxed)
     }
 
     pub(crate) fn mem(&self) -> &Mem<T> {
@@ -237,7 +252,8 @@ impl<T: Copy> Endpoint<T> {
     }
 
     /// Puts `value` in the slot of `pos`, which this producer claimed (`claim_slot`),
-    /// publishes it, withdraws the claim and wakes a parked consumer. The one place a pushed
+    /// publishes it and wakes a parked consumer. The claim stays recorded (module docs). The
+    /// one place a pushed
     /// value is written: what comes before returns positions, so a large `T` is not copied
     /// once per layer.
     #[inline(always)]
@@ -249,9 +265,6 @@ impl<T: Copy> Endpoint<T> {
         // Release: pairs with the Acquire load in `dequeue`: the value is visible before the
         // sequence that says it is there.
         slot.seq.store(pos + 1, Release);
-        // Release: pairs with the Acquire load of the claim in `repair`: whoever sees the
-        // claim withdrawn also sees the slot published.
-        self.my_entry().claiming.store(IDLE, Release);
         wait::notify(self.mem.producer_line());
     }
 
@@ -388,15 +401,12 @@ impl<T: Copy> Endpoint<T> {
     }
 
     /// Frees the slot of `pos`, which this consumer claimed and is done with, for the next
-    /// lap; withdraws the claim and wakes a parked producer.
+    /// lap, and wakes a parked producer. The claim stays recorded (module docs).
     #[inline(always)]
     fn release(&self, slot: &MpmcSlot<T>, pos: u64) {
         // Release: pairs with the Acquire load in `claim_slot`: our read happens before the
         // producer of the next lap overwrites the value.
         slot.seq.store(pos + self.mem.capacity(), Release);
-        // Release: pairs with the Acquire load of the claim in `repair`: whoever sees the
-        // claim withdrawn also sees the slot freed.
-        self.my_entry().claiming.store(IDLE, Release);
         wait::notify(self.mem.consumer_line());
     }
 
@@ -418,18 +428,18 @@ impl<T: Copy> Endpoint<T> {
                         self.release(self.mem.slot(pos), pos);
                         Dequeued::Skipped(pos)
                     }
-                    Found::Short(pos) => {
-                        // Acquire: pairs with the claim CAS in `claim_slot`.
-                        let enqueued = self.mem.producer_line().pos.load(Acquire);
-                        if enqueued > pos {
-                            Dequeued::Pending
-                        } else {
-                            Dequeued::Empty
-                        }
-                    }
+                    Found::Short(pos) => Dequeued::Short(pos),
                 },
             )
         })
+    }
+
+    /// Whether a producer claimed position `pos` (its slot is pending) rather than nobody
+    /// (the ring is empty there). Reads the enqueue position, a line every push writes, so
+    /// only where the answer matters.
+    pub(crate) fn pending(&self, pos: u64) -> bool {
+        // Acquire: pairs with the claim CAS in `claim_slot`.
+        self.mem.producer_line().pos.load(Acquire) > pos
     }
 
     /// Finishes what dead endpoints left (see the module docs); `alive(i)` tells whether
@@ -448,13 +458,19 @@ impl<T: Copy> Endpoint<T> {
         for (i, entry) in registry.iter().enumerate() {
             // Acquire: pairs with the Release store of the state in `register`.
             let role = entry.state.load(Acquire);
-            let claimed = entry.claiming.load(Acquire);
-            let claim_made = match role {
-                entry_state::PRODUCER => claimed < enqueued,
-                entry_state::CONSUMER => claimed < dequeued,
-                _ => false,
+            // Relaxed: the Acquire loads of the positions above made every claim below them
+            // visible.
+            let claimed = entry.claiming.load(Relaxed);
+            // A claim made (below the position; IDLE never is) whose slot is still what the
+            // claim found: a producer's not yet published, a consumer's not yet freed. Checked
+            // before the lock probe, a system call: every endpoint's last claim stays recorded.
+            let (made, unfinished_seq) = match role {
+                entry_state::PRODUCER => (claimed < enqueued, claimed),
+                entry_state::CONSUMER => (claimed < dequeued, claimed.wrapping_add(1)),
+                _ => (false, 0),
             };
-            if claimed == IDLE || !claim_made || alive(i) {
+            // Acquire: pairs with the Release stores that publish or free a slot.
+            if !made || self.mem.slot(claimed).seq.load(Acquire) != unfinished_seq || alive(i) {
                 continue;
             }
             // A live endpoint of the same role recording the same position is the one whose
@@ -462,7 +478,7 @@ impl<T: Copy> Endpoint<T> {
             let contested = registry.iter().enumerate().any(|(j, other)| {
                 j != i
                     && other.state.load(Acquire) == role
-                    && other.claiming.load(Acquire) == claimed
+                    && other.claiming.load(Relaxed) == claimed
                     && alive(j)
             });
             if !contested {
@@ -600,28 +616,36 @@ impl<T: Copy> Endpoint<T> {
         // Each round either returns or made progress (a repair); three cover "gone, recheck,
         // repair, recheck".
         for _ in 0..3 {
-            match self.dequeue() {
+            let pos = match self.dequeue() {
                 Err(c) => return Some(Err(TryPopError::Corrupt(c))),
                 Ok(Dequeued::Claimed(pos)) => return Some(Ok(pos)),
                 Ok(Dequeued::Skipped(position)) => {
                     return Some(Err(TryPopError::ProducerDied { position }))
                 }
-                Ok(Dequeued::Empty) => {
-                    if !self.role_gone(entry_state::PRODUCER, probe, alive) {
-                        return None;
-                    }
-                    // Gone: what they published before going is visible now; one more look.
-                    match self.dequeue() {
-                        Err(c) => return Some(Err(TryPopError::Corrupt(c))),
-                        Ok(Dequeued::Claimed(pos)) => return Some(Ok(pos)),
-                        Ok(Dequeued::Skipped(position)) => {
-                            return Some(Err(TryPopError::ProducerDied { position }))
-                        }
-                        Ok(Dequeued::Empty) => return Some(Err(TryPopError::Disconnected)),
-                        Ok(Dequeued::Pending) => {}
-                    }
+                Ok(Dequeued::Short(pos)) => pos,
+            };
+            // Empty and pending alike are None while producers are there and no probe is
+            // asked for: a consumer polling an empty ring then leaves the enqueue position's
+            // line to the producers.
+            if !probe && !self.role_gone(entry_state::PRODUCER, false, alive) {
+                return None;
+            }
+            if !self.pending(pos) {
+                if !self.role_gone(entry_state::PRODUCER, probe, alive) {
+                    return None;
                 }
-                Ok(Dequeued::Pending) => {}
+                // Gone: what they published before going is visible now; one more look.
+                match self.dequeue() {
+                    Err(c) => return Some(Err(TryPopError::Corrupt(c))),
+                    Ok(Dequeued::Claimed(pos)) => return Some(Ok(pos)),
+                    Ok(Dequeued::Skipped(position)) => {
+                        return Some(Err(TryPopError::ProducerDied { position }))
+                    }
+                    Ok(Dequeued::Short(pos)) if !self.pending(pos) => {
+                        return Some(Err(TryPopError::Disconnected))
+                    }
+                    Ok(Dequeued::Short(_)) => {}
+                }
             }
             // Pending: a producer is slow, or died holding the slot.
             if !(probe && self.repair(alive)) {
@@ -728,7 +752,8 @@ mod tests {
             for i in 0..4 {
                 assert_eq!(value(&c), Some(lap * 10 + i));
             }
-            assert!(matches!(c.dequeue(), Ok(Dequeued::Empty)));
+            assert!(matches!(c.dequeue(), Ok(Dequeued::Short(pos)) if pos == lap * 4 + 4));
+            assert!(!c.pending(lap * 4 + 4), "nothing claimed there: empty");
         }
     }
 
@@ -743,12 +768,34 @@ mod tests {
         mem.producer_line().pos.store(2, Relaxed);
         p.enqueue(12).unwrap();
         assert_eq!(value(&c), Some(10));
-        assert!(matches!(c.dequeue(), Ok(Dequeued::Pending)));
+        assert!(matches!(c.dequeue(), Ok(Dequeued::Short(1))));
+        assert!(c.pending(1), "claimed by the dead producer");
         // While it lives, nothing is repaired.
         assert!(!c.repair(&mut |_| true));
         assert!(c.repair(&mut |i| i != 2));
         assert!(matches!(c.dequeue(), Ok(Dequeued::Skipped(1))));
         assert_eq!(value(&c), Some(12));
+    }
+
+    #[test]
+    fn finished_claims_stay_recorded_and_are_never_repaired() {
+        let (p, c) = endpoints(4);
+        p.enqueue(1).unwrap();
+        p.enqueue(2).unwrap();
+        assert_eq!(value(&c), Some(1));
+        // The last claims stay recorded: the producer's position 1, the consumer's 0.
+        assert_eq!(p.my_entry().claiming.load(Relaxed), 1);
+        assert_eq!(c.my_entry().claiming.load(Relaxed), 0);
+        // Were both dead, neither left anything to finish, and no lock is probed to see.
+        let mut probes = 0;
+        let mut dead = |_| {
+            probes += 1;
+            false
+        };
+        assert!(!p.repair(&mut dead));
+        assert_eq!(probes, 0);
+        // The published item is delivered, not buried.
+        assert_eq!(value(&c), Some(2));
     }
 
     #[test]
