@@ -28,6 +28,10 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(1);
 /// vDSO clock costs more than the miss itself.
 const PROBE_EVERY: u32 = 16;
 
+/// Misses in a run, with no progress at the side's position, after which the party that
+/// would end the run (by making room, or publishing) is likely not running.
+const STALLED_MISSES: u32 = 32;
+
 /// Rate limit for the lock probes of non-blocking calls: at most one per [`PROBE_INTERVAL`]
 /// by the coarse monotonic clock (a few ns through the vDSO, tick resolution). A run of
 /// misses reads the clock every [`PROBE_EVERY`]th time; its first miss reads it when the
@@ -80,6 +84,13 @@ impl ProbeClock {
         }
         self.since_look = 0;
         self.interval_passed()
+    }
+
+    /// Whether the current run of misses is long enough to give the CPU away: at its
+    /// [`STALLED_MISSES`]th miss, and then at every [`PROBE_EVERY`]th.
+    #[inline]
+    pub(crate) fn stalled(&self) -> bool {
+        self.misses >= STALLED_MISSES && self.misses % PROBE_EVERY == 0
     }
 
     /// Whether [`PROBE_INTERVAL`] passed since the last probe (if so, it restarts). Out of
@@ -653,6 +664,22 @@ mod tests {
             clock.due_at(1),
             "the first miss after a blocking call looks"
         );
+    }
+
+    #[test]
+    fn probe_clock_calls_a_run_stalled_at_its_32nd_miss_and_every_16th_after() {
+        let mut clock = overdue_clock(5);
+        let mut stalled = Vec::new();
+        for miss in 1..=80 {
+            clock.due_at(5);
+            if clock.stalled() {
+                stalled.push(miss);
+            }
+        }
+        assert_eq!(stalled, [32, 48, 64, 80]);
+        // Progress ends the run.
+        clock.due_at(6);
+        assert!(!clock.stalled());
     }
 
     #[test]

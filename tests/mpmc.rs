@@ -2,11 +2,15 @@
 //! leaving, producers and consumers killed mid-stream, and the registry's limits.
 #![cfg(not(shmlane_loom))]
 
+#[path = "../examples/common/affinity.rs"]
+mod affinity;
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::thread;
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
@@ -573,4 +577,43 @@ fn opening_an_mpmc_channel_as_spsc_is_incompatible() {
         ),
         other => panic!("expected Incompatible, got {:?}", other.err()),
     }
+}
+
+/// A consumer polling an empty ring with `try_pop` gives its CPU away within a long run of
+/// misses: a thread waiting for that CPU (here a spinner pinned beside it; in real use, the
+/// producer that would publish) runs long before the poller's time slice is over. Without
+/// the yield, 2 producers and 2 consumers on 2 CPUs stalled for 8 ms at a time.
+#[test]
+fn a_long_run_of_misses_gives_the_cpu_to_a_thread_waiting_for_it() {
+    let chan = mpmc::Channel::<u64>::create(Backing::memfd("yield"), 64).unwrap();
+    let _tx = chan.producer().unwrap();
+    let mut rx = chan.consumer().unwrap();
+    let (ran, stop) = (AtomicU64::new(0), AtomicBool::new(false));
+    affinity::pin(0);
+    thread::scope(|s| {
+        s.spawn(|| {
+            affinity::pin(0);
+            while !stop.load(Relaxed) {
+                ran.fetch_add(1, Relaxed);
+            }
+        });
+        // The spinner needs this CPU to start.
+        while ran.load(Relaxed) == 0 {
+            thread::yield_now();
+        }
+        let before = ran.load(Relaxed);
+        // The 32nd miss yields, and every 16th after it (a few, in case the scheduler
+        // picks the poller again): a few microseconds, where a time slice is milliseconds.
+        let mut misses = 0;
+        while ran.load(Relaxed) == before && misses < 32 + 16 * 8 {
+            assert!(matches!(rx.try_pop(), Err(TryPopError::Empty)));
+            misses += 1;
+        }
+        stop.store(true, Relaxed);
+        assert_ne!(
+            ran.load(Relaxed),
+            before,
+            "{misses} misses in a row and the thread waiting for the CPU never ran"
+        );
+    });
 }
