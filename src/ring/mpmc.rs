@@ -434,6 +434,18 @@ impl<T: Copy> Endpoint<T> {
         })
     }
 
+    /// Whether the slot at the dequeue position holds no value and was not buried (its
+    /// sequence is the position's own: empty there, or claimed and not yet published)
+    /// while producers are there. An impossible position is the full loop's to report.
+    #[inline(always)]
+    fn nothing_at_head(&self) -> bool {
+        // Acquire: as in the claim loops.
+        let pos = self.mem.consumer_line().pos.load(Acquire);
+        pos < POS_LIMIT
+            && self.mem.slot(pos).seq.load(Acquire) == pos
+            && !self.role_gone(entry_state::PRODUCER, false, &mut |_| true)
+    }
+
     /// Whether a producer claimed position `pos` (its slot is pending) rather than nobody
     /// (the ring is empty there). Reads the enqueue position, a line every push writes, so
     /// only where the answer matters.
@@ -613,6 +625,11 @@ impl<T: Copy> Endpoint<T> {
         probe: bool,
         alive: &mut impl FnMut(usize) -> bool,
     ) -> Option<Result<u64, TryPopError>> {
+        // The common miss, without the full loop: nothing published at the dequeue position
+        // (its slot holds the position's own number), producers there, no probe asked for.
+        if !probe && self.nothing_at_head() {
+            return None;
+        }
         // Each round either returns or made progress (a repair); three cover "gone, recheck,
         // repair, recheck".
         for _ in 0..3 {
@@ -796,6 +813,35 @@ mod tests {
         assert_eq!(probes, 0);
         // The published item is delivered, not buried.
         assert_eq!(value(&c), Some(2));
+    }
+
+    /// `try_claim` without a probe, as a polling consumer calls it: the short way for an
+    /// empty or pending head gives what the full loop gives, and everything else still
+    /// reaches the full loop.
+    #[test]
+    fn a_miss_without_a_probe_answers_as_the_full_loop_does() {
+        let (p, c) = endpoints(4);
+        let live = &mut |_| true;
+        assert!(c.try_claim(false, live).is_none(), "empty");
+        // A claim not yet published: pending, nothing to take yet.
+        let pos = p.claim_slot().unwrap().unwrap();
+        assert!(c.try_claim(false, live).is_none(), "pending");
+        p.put(pos, 7);
+        assert!(matches!(c.try_claim(false, live), Some(Ok(0))));
+        assert_eq!(c.take(0), 7);
+        // A tombstone at the head is reported, not taken for an empty slot.
+        c.mem().slot(1).seq.store(2 | TOMB, Relaxed);
+        c.mem().producer_line().pos.store(2, Relaxed);
+        assert!(matches!(
+            c.try_claim(false, live),
+            Some(Err(TryPopError::ProducerDied { position: 1 }))
+        ));
+        // Producers gone and the ring drained.
+        p.unregister();
+        assert!(matches!(
+            c.try_claim(false, live),
+            Some(Err(TryPopError::Disconnected))
+        ));
     }
 
     #[test]
