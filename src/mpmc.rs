@@ -148,9 +148,7 @@ impl<T: Pod> Registered<T> {
     fn alive(lock: &RoleLock, mine: usize) -> impl FnMut(usize) -> bool + '_ {
         move |i| i == mine || lock.held_elsewhere(lock::REGISTRY + i as u64)
     }
-}
 
-impl<T: Pod> Registered<T> {
     /// Called when a non-blocking call found no room (or nothing to take): whether a lock
     /// probe for dead peers is due now. A long run of misses yields the CPU: when parties
     /// outnumber CPUs, the one that would make room or publish may be waiting for this one,

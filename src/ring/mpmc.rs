@@ -253,9 +253,8 @@ impl<T: Copy> Endpoint<T> {
 
     /// Puts `value` in the slot of `pos`, which this producer claimed (`claim_slot`),
     /// publishes it and wakes a parked consumer. The claim stays recorded (module docs). The
-    /// one place a pushed
-    /// value is written: what comes before returns positions, so a large `T` is not copied
-    /// once per layer.
+    /// one place a pushed value is written: what comes before returns positions, so a large
+    /// `T` is not copied once per layer.
     #[inline(always)]
     pub(crate) fn put(&self, pos: u64, value: T) {
         let slot = self.mem.slot(pos);
@@ -449,7 +448,7 @@ impl<T: Copy> Endpoint<T> {
     /// Whether a producer claimed position `pos` (its slot is pending) rather than nobody
     /// (the ring is empty there). Reads the enqueue position, a line every push writes, so
     /// only where the answer matters.
-    pub(crate) fn pending(&self, pos: u64) -> bool {
+    fn pending(&self, pos: u64) -> bool {
         // Acquire: pairs with the claim CAS in `claim_slot`.
         self.mem.producer_line().pos.load(Acquire) > pos
     }
