@@ -9,120 +9,20 @@
 //! where two exist (`SHMLANE_PIN=0`: left to the scheduler).
 
 use std::hint::spin_loop;
-use std::sync::Barrier;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 
 #[path = "../examples/common/affinity.rs"]
 mod affinity;
 mod common;
+#[path = "common/pair.rs"]
+mod pair;
 use common::Regime;
 use criterion::measurement::WallTime;
-use shmlane::{spsc, Backing};
+use pair::{per_item, shmlane_pair, two_threads, Item, CAPACITY};
 
-const CAPACITY: usize = 4096;
 const CHUNK: usize = 256;
-
-/// An item: plain data whose first word carries its sequence number.
-trait Item: bytemuck::Pod + Send {
-    fn numbered(seq: u64) -> Self;
-    fn seq(&self) -> u64;
-}
-
-impl Item for u64 {
-    fn numbered(seq: u64) -> Self {
-        seq
-    }
-    fn seq(&self) -> u64 {
-        *self
-    }
-}
-
-impl<const WORDS: usize> Item for [u64; WORDS]
-where
-    [u64; WORDS]: bytemuck::Pod,
-{
-    fn numbered(seq: u64) -> Self {
-        let mut item = [0; WORDS];
-        item[0] = seq;
-        item
-    }
-    fn seq(&self) -> u64 {
-        self[0]
-    }
-}
-
-/// Runs `produce` and `consume` on two threads released together, each pinned to its own
-/// CPU where two exist; the time from the producer's start to the consumer's end (each
-/// thread reads the clock itself: the spawning thread may not get a CPU meanwhile).
-fn two_threads(produce: impl FnOnce() + Send, consume: impl FnOnce() + Send) -> Duration {
-    let barrier = Barrier::new(2);
-    thread::scope(|s| {
-        let consumer = s.spawn(|| {
-            affinity::pin(1);
-            barrier.wait();
-            consume();
-            Instant::now()
-        });
-        let producer = s.spawn(|| {
-            affinity::pin(0);
-            barrier.wait();
-            let start = Instant::now();
-            produce();
-            start
-        });
-        let start = producer.join().unwrap();
-        consumer.join().unwrap() - start
-    })
-}
-
-/// One item at a time through a queue given as its non-blocking push and pop, waiting as
-/// `regime` says after a miss.
-fn per_item<I: Item, Tx: Send, Rx: Send>(
-    (mut tx, mut rx): (Tx, Rx),
-    push: fn(&mut Tx, I) -> bool,
-    pop: fn(&mut Rx) -> Option<I>,
-    regime: Regime,
-    iters: u64,
-) -> Duration {
-    two_threads(
-        move || {
-            for seq in 0..iters {
-                let item = I::numbered(seq);
-                while !push(&mut tx, item) {
-                    regime.miss();
-                }
-            }
-        },
-        move || {
-            let mut next = 0;
-            while next < iters {
-                match pop(&mut rx) {
-                    Some(item) => {
-                        // The whole item is received, as a real consumer's is: without
-                        // black_box the compiler may read only the word checked (it did, in
-                        // rtrb's inlined pop: 1 KiB items at 36 ns each, 58 ns with it).
-                        let item = std::hint::black_box(item);
-                        assert_eq!(item.seq(), next, "out of order");
-                        next += 1;
-                    }
-                    None => regime.miss(),
-                }
-            }
-        },
-    )
-}
-
-fn shmlane_pair<I: Item>() -> (spsc::Producer<I>, spsc::Consumer<I>) {
-    let chan = spsc::Channel::<I>::builder()
-        .capacity(CAPACITY as u64)
-        .populate(true)
-        .create(Backing::memfd("bench"))
-        .unwrap();
-    (chan.producer().unwrap(), chan.consumer().unwrap())
-}
 
 /// shmlane, rtrb, ArrayQueue and sync_channel, one `I` at a time.
 fn per_item_cases<I: Item>(group: &mut BenchmarkGroup<'_, WallTime>, regime: Regime) {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs a short version of every criterion group and prints one markdown table: each case's
 # median time, and each shmlane case as a ratio to its baseline measured in the same run
-# (baseline time / shmlane time: above 1 means shmlane is faster). Prints the machine first.
+# (baseline time / shmlane time: above 1 means shmlane is faster). Prints the machine first,
+# and after the table the interleaved A/B of the per-item cases (benches/interleaved.rs).
 #
-# With RUNS=n (default 1) it runs everything n times and prints, for each case, the median
-# over the runs, and for each ratio the median of the per-run ratios with their range: on a
-# shared machine one run can land in a lucky or an unlucky regime.
+# With RUNS=n (default 1) it runs every criterion group n times and prints, for each case,
+# the median over the runs, and for each ratio the median of the per-run ratios with their
+# range: on a shared machine one run can land in a lucky or an unlucky regime.
 #
 #   scripts/bench-report.sh                 # ~5 minutes on 2 cores
 #   RUNS=3 scripts/bench-report.sh          # ~15 minutes
@@ -33,6 +34,10 @@ for run in $(seq 1 "$runs"); do
     done
     mv target/criterion "$results/run$run"
 done
+# The per-item cases again, shmlane and its baseline taking turns trial by trial (see
+# benches/interleaved.rs): a change in the machine's speed hits both sides of each ratio.
+cargo bench --bench interleaved >"$results/interleaved.md" 2>/dev/null ||
+    { echo "cargo bench --bench interleaved failed" >&2; exit 1; }
 
 RESULTS="$results" python3 - <<'PY'
 import json, os, pathlib, statistics
@@ -97,6 +102,12 @@ ratios = [r[threads_key] / r[procs_key] for r in runs if procs_key in r and thre
 if ratios:
     print()
     print(f"shmlane u64 between processes vs between threads (chase): {spread(ratios)}")
+
+print()
+print("Interleaved A/B (`cargo bench --bench interleaved`): median rates in M items/s, and the")
+print("median of the per-pair ratios with their range")
+print()
+print("".join(l for l in open(os.path.join(os.environ["RESULTS"], "interleaved.md")) if l.startswith("|")), end="")
 
 shapes = sorted({tuple(int(x) for x in g.split("/")[1][:-1].split("p")) for r in grids for g, _, _ in r})
 if shapes:

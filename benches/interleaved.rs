@@ -1,0 +1,154 @@
+//! Interleaved A/B: shmlane and its baseline take turns, trial by trial, moving u64 items
+//! one at a time between two threads (each pinned to its own CPU where two exist): SPSC
+//! beside rtrb, MPMC with one producer and one consumer beside crossbeam's ArrayQueue, in
+//! both regimes ([`Regime`]). Prints, per case, each queue's median rate and the median of
+//! the per-pair ratios (baseline time / shmlane time: above 1 means shmlane is faster) with
+//! their range.
+//!
+//! Why beside the criterion groups: criterion measures each function in one block of
+//! seconds, and on a machine whose speed between CPUs changes within minutes a change
+//! between two blocks skews their ratio. Here the two queues of a pair run back to back
+//! (which one goes first alternates), so a change hits both.
+//!
+//! `cargo bench --bench interleaved [-- FILTER]`; `SHMLANE_AB_TRIALS` pairs per case
+//! (default 11), `SHMLANE_AB_ITEMS` items per trial (default 1,000,000).
+
+#[path = "../examples/common/affinity.rs"]
+mod affinity;
+mod common;
+#[path = "common/pair.rs"]
+mod pair;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Regime;
+use pair::{per_item, shmlane_pair, CAPACITY};
+use shmlane::{mpmc, Backing};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs `trials` pairs of `shmlane(items)` and `baseline(items)`, alternating which goes
+/// first, and prints the case's row.
+fn case(
+    name: &str,
+    baseline_name: &str,
+    (trials, items): (u64, u64),
+    shmlane: impl Fn(u64) -> Duration,
+    baseline: impl Fn(u64) -> Duration,
+) {
+    let (mut mine, mut theirs, mut ratios) = (vec![], vec![], vec![]);
+    for trial in 0..trials {
+        let (a, b) = if trial % 2 == 0 {
+            let a = shmlane(items);
+            (a, baseline(items))
+        } else {
+            let b = baseline(items);
+            (shmlane(items), b)
+        };
+        let rate = |d: Duration| items as f64 / d.as_secs_f64() / 1e6;
+        mine.push(rate(a));
+        theirs.push(rate(b));
+        ratios.push(b.as_secs_f64() / a.as_secs_f64());
+    }
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    println!(
+        "| {name} | {:.0} | {baseline_name} | {:.0} | {:.2}x ({lo:.2}-{hi:.2}) |",
+        median(mine),
+        median(theirs),
+        median(ratios)
+    );
+}
+
+fn mpmc_pair() -> (mpmc::Producer<u64>, mpmc::Consumer<u64>) {
+    let chan = mpmc::Channel::<u64>::builder()
+        .capacity(CAPACITY as u64)
+        .populate(true)
+        .create(Backing::memfd("bench"))
+        .unwrap();
+    (chan.producer().unwrap(), chan.consumer().unwrap())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters the cases by name.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f));
+    let run = (
+        env_or("SHMLANE_AB_TRIALS", 11).max(1),
+        env_or("SHMLANE_AB_ITEMS", 1_000_000).max(1),
+    );
+    println!("| case | shmlane M items/s | baseline | M items/s | ratio to baseline |");
+    println!("|---|---:|---|---:|---|");
+    for regime in Regime::ALL {
+        let name = format!("spsc_threads/u64/{}", regime.name());
+        if wanted(&name) {
+            case(
+                &name,
+                "rtrb",
+                run,
+                |items| {
+                    per_item(
+                        shmlane_pair::<u64>(),
+                        |tx, v| tx.try_push(v).is_ok(),
+                        |rx| rx.try_pop().ok(),
+                        regime,
+                        items,
+                    )
+                },
+                |items| {
+                    per_item(
+                        rtrb::RingBuffer::<u64>::new(CAPACITY),
+                        |tx, v| tx.push(v).is_ok(),
+                        |rx| rx.pop().ok(),
+                        regime,
+                        items,
+                    )
+                },
+            );
+        }
+    }
+    for regime in Regime::ALL {
+        let name = format!("mpmc/1p1c/{}", regime.name());
+        if wanted(&name) {
+            case(
+                &name,
+                "crossbeam_array_queue",
+                run,
+                |items| {
+                    per_item(
+                        mpmc_pair(),
+                        |tx, v| tx.try_push(v).is_ok(),
+                        |rx| rx.try_pop().ok(),
+                        regime,
+                        items,
+                    )
+                },
+                |items| {
+                    let queue = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(CAPACITY));
+                    per_item(
+                        (queue.clone(), queue),
+                        |q, v| q.push(v).is_ok(),
+                        |q| q.pop(),
+                        regime,
+                        items,
+                    )
+                },
+            );
+        }
+    }
+}
