@@ -88,6 +88,7 @@ fn chunk_cases(group: &mut BenchmarkGroup<'_, WallTime>) {
                             Err(_) => spin_loop(),
                         }
                     }
+                    tx
                 },
                 move || {
                     let mut next = 0;
@@ -105,6 +106,7 @@ fn chunk_cases(group: &mut BenchmarkGroup<'_, WallTime>) {
                             Err(_) => spin_loop(),
                         }
                     }
+                    rx
                 },
             )
         })
@@ -125,6 +127,7 @@ fn chunk_cases(group: &mut BenchmarkGroup<'_, WallTime>) {
                         let chunk = tx.write_chunk_uninit(n).unwrap();
                         i += chunk.fill_from_iter(i..) as u64;
                     }
+                    tx
                 },
                 move || {
                     let mut next = 0;
@@ -142,6 +145,7 @@ fn chunk_cases(group: &mut BenchmarkGroup<'_, WallTime>) {
                         }
                         chunk.commit_all();
                     }
+                    rx
                 },
             )
         })
