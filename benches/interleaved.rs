@@ -19,11 +19,10 @@ mod common;
 #[path = "common/pair.rs"]
 mod pair;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::Regime;
-use pair::{per_item, shmlane_pair, CAPACITY};
+use pair::{array_queue_items, per_item, rtrb_items, shmlane_items, CAPACITY};
 use shmlane::{mpmc, Backing};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -72,13 +71,20 @@ fn case(
     );
 }
 
-fn mpmc_pair() -> (mpmc::Producer<u64>, mpmc::Consumer<u64>) {
+/// shmlane's MPMC ring, one producer and one consumer, through [`per_item`].
+fn mpmc_items(regime: Regime, iters: u64) -> Duration {
     let chan = mpmc::Channel::<u64>::builder()
         .capacity(CAPACITY as u64)
         .populate(true)
         .create(Backing::memfd("bench"))
         .unwrap();
-    (chan.producer().unwrap(), chan.consumer().unwrap())
+    per_item(
+        (chan.producer().unwrap(), chan.consumer().unwrap()),
+        |tx, v| tx.try_push(v).is_ok(),
+        |rx| rx.try_pop().ok(),
+        regime,
+        iters,
+    )
 }
 
 fn main() {
@@ -94,61 +100,34 @@ fn main() {
     );
     println!("| case | shmlane M items/s | baseline | M items/s | ratio to baseline |");
     println!("|---|---:|---|---:|---|");
-    for regime in Regime::ALL {
-        let name = format!("spsc_threads/u64/{}", regime.name());
-        if wanted(&name) {
-            case(
-                &name,
-                "rtrb",
-                run,
-                |items| {
-                    per_item(
-                        shmlane_pair::<u64>(),
-                        |tx, v| tx.try_push(v).is_ok(),
-                        |rx| rx.try_pop().ok(),
-                        regime,
-                        items,
-                    )
-                },
-                |items| {
-                    per_item(
-                        rtrb::RingBuffer::<u64>::new(CAPACITY),
-                        |tx, v| tx.push(v).is_ok(),
-                        |rx| rx.pop().ok(),
-                        regime,
-                        items,
-                    )
-                },
-            );
-        }
-    }
-    for regime in Regime::ALL {
-        let name = format!("mpmc/1p1c/{}", regime.name());
-        if wanted(&name) {
-            case(
-                &name,
-                "crossbeam_array_queue",
-                run,
-                |items| {
-                    per_item(
-                        mpmc_pair(),
-                        |tx, v| tx.try_push(v).is_ok(),
-                        |rx| rx.try_pop().ok(),
-                        regime,
-                        items,
-                    )
-                },
-                |items| {
-                    let queue = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(CAPACITY));
-                    per_item(
-                        (queue.clone(), queue),
-                        |q, v| q.push(v).is_ok(),
-                        |q| q.pop(),
-                        regime,
-                        items,
-                    )
-                },
-            );
+    // Each case: the group it repeats, the baseline's name, and the two runs.
+    type Run = fn(Regime, u64) -> Duration;
+    let cases: [(&str, &str, Run, Run); 2] = [
+        (
+            "spsc_threads/u64",
+            "rtrb",
+            shmlane_items::<u64>,
+            rtrb_items::<u64>,
+        ),
+        (
+            "mpmc/1p1c",
+            "crossbeam_array_queue",
+            mpmc_items,
+            array_queue_items::<u64>,
+        ),
+    ];
+    for (group, baseline_name, shmlane, baseline) in cases {
+        for regime in Regime::ALL {
+            let name = format!("{group}/{}", regime.name());
+            if wanted(&name) {
+                case(
+                    &name,
+                    baseline_name,
+                    run,
+                    |items| shmlane(regime, items),
+                    |items| baseline(regime, items),
+                );
+            }
         }
     }
 }

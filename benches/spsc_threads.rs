@@ -20,45 +20,23 @@ mod common;
 mod pair;
 use common::Regime;
 use criterion::measurement::WallTime;
-use pair::{per_item, shmlane_pair, two_threads, Item, CAPACITY};
+use pair::{
+    array_queue_items, per_item, rtrb_items, shmlane_items, shmlane_pair, two_threads, Item,
+    CAPACITY,
+};
 
 const CHUNK: usize = 256;
 
 /// shmlane, rtrb, ArrayQueue and sync_channel, one `I` at a time.
 fn per_item_cases<I: Item>(group: &mut BenchmarkGroup<'_, WallTime>, regime: Regime) {
     group.bench_function("shmlane", |b| {
-        b.iter_custom(|iters| {
-            per_item(
-                shmlane_pair::<I>(),
-                |tx, v| tx.try_push(v).is_ok(),
-                |rx| rx.try_pop().ok(),
-                regime,
-                iters,
-            )
-        })
+        b.iter_custom(|iters| shmlane_items::<I>(regime, iters))
     });
     group.bench_function("rtrb", |b| {
-        b.iter_custom(|iters| {
-            per_item(
-                rtrb::RingBuffer::<I>::new(CAPACITY),
-                |tx, v| tx.push(v).is_ok(),
-                |rx| rx.pop().ok(),
-                regime,
-                iters,
-            )
-        })
+        b.iter_custom(|iters| rtrb_items::<I>(regime, iters))
     });
     group.bench_function("crossbeam_array_queue", |b| {
-        b.iter_custom(|iters| {
-            let queue = std::sync::Arc::new(crossbeam_queue::ArrayQueue::<I>::new(CAPACITY));
-            per_item(
-                (queue.clone(), queue),
-                |q, v| q.push(v).is_ok(),
-                |q| q.pop(),
-                regime,
-                iters,
-            )
-        })
+        b.iter_custom(|iters| array_queue_items::<I>(regime, iters))
     });
     group.bench_function("std_sync_channel", |b| {
         b.iter_custom(|iters| {

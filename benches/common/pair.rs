@@ -118,3 +118,37 @@ pub fn shmlane_pair<I: Item>() -> (spsc::Producer<I>, spsc::Consumer<I>) {
         .unwrap();
     (chan.producer().unwrap(), chan.consumer().unwrap())
 }
+
+/// shmlane's SPSC ring through [`per_item`], with `try_push` and `try_pop`.
+pub fn shmlane_items<I: Item>(regime: Regime, iters: u64) -> Duration {
+    per_item(
+        shmlane_pair::<I>(),
+        |tx, v| tx.try_push(v).is_ok(),
+        |rx| rx.try_pop().ok(),
+        regime,
+        iters,
+    )
+}
+
+/// rtrb through [`per_item`].
+pub fn rtrb_items<I: Item>(regime: Regime, iters: u64) -> Duration {
+    per_item(
+        rtrb::RingBuffer::<I>::new(CAPACITY),
+        |tx, v| tx.push(v).is_ok(),
+        |rx| rx.pop().ok(),
+        regime,
+        iters,
+    )
+}
+
+/// crossbeam's ArrayQueue through [`per_item`].
+pub fn array_queue_items<I: Item>(regime: Regime, iters: u64) -> Duration {
+    let queue = std::sync::Arc::new(crossbeam_queue::ArrayQueue::<I>::new(CAPACITY));
+    per_item(
+        (queue.clone(), queue),
+        |q, v| q.push(v).is_ok(),
+        |q| q.pop(),
+        regime,
+        iters,
+    )
+}
