@@ -37,7 +37,7 @@ use bytemuck::Pod;
 use crate::channel::{
     peer_state, Builder, Flavor, Options, PeerState, ProbeClock, RoleLock, Shared,
 };
-use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
+use crate::error::{ChunkError, Corruption, Error, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{type_tag_of, Expected, Geometry, Header, Kind};
 use crate::region::{lock, Backing};
 use crate::ring::{self as rings, spsc as ring};
@@ -376,18 +376,25 @@ impl<T: Pod> Consumer<T> {
     /// Pops a value if one is ready, without waiting.
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        // The common case, kept small enough to inline: the cached tail shows an item.
+        // The common cases, kept small enough to inline: the cached tail shows an item, or
+        // one look at the producer's line finds one (as it does for most items when the
+        // consumer keeps up with the producer: a call out of line there cost 5-8% of the
+        // rate).
         if !self.ring.has_cached() {
-            self.ready_slow()?;
+            let look = self.ring.ready();
+            if !matches!(look, Ok(true)) {
+                self.ready_slow(look)?;
+            }
         }
         Ok(self.ring.take())
     }
 
-    /// `try_pop` past its common case: a look at the producer's line, and if the ring is
-    /// empty, at whether the producer is gone. `Ok(())` when an item is ready to take.
+    /// `try_pop` past its common cases: the look at the producer's line (`look`) found no
+    /// item, or a corrupt position; then whether the producer is gone. `Ok(())` when an
+    /// item is ready to take.
     #[inline(never)]
-    fn ready_slow(&mut self) -> Result<(), TryPopError> {
-        if let Some(result) = self.ring.try_ready(false, &mut || false) {
+    fn ready_slow(&mut self, look: Result<bool, Corruption>) -> Result<(), TryPopError> {
+        if let Some(result) = self.ring.after_look(look, false, &mut || false) {
             return result;
         }
         // Empty: worth a (rate-limited) look at whether the producer died. Otherwise, no

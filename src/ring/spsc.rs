@@ -324,7 +324,8 @@ impl<T: Copy> Consumer<T> {
         Ok(self.cached_available())
     }
 
-    #[cold]
+    // Not cold: a consumer that keeps up with the producer takes this path for most items.
+    #[inline]
     fn refresh(&mut self) -> Result<(), Corruption> {
         // Acquire: pairs with the Release store in `Producer::commit`, so the slot writes it
         // published are visible before we read them.
@@ -430,7 +431,20 @@ impl<T: Copy> Consumer<T> {
         probe: bool,
         died: &mut impl FnMut() -> bool,
     ) -> Option<Result<(), TryPopError>> {
-        let ready = match self.ready() {
+        let look = self.ready();
+        self.after_look(look, probe, died)
+    }
+
+    /// [`try_ready`](Self::try_ready) for a caller that has made the first look itself
+    /// (`look`, the answer of [`ready`](Self::ready)).
+    #[inline]
+    pub(crate) fn after_look(
+        &mut self,
+        look: Result<bool, Corruption>,
+        probe: bool,
+        died: &mut impl FnMut() -> bool,
+    ) -> Option<Result<(), TryPopError>> {
+        let ready = match look {
             // The producer's last commits happen before its close (and its death is seen
             // after them): look once more before declaring the ring drained.
             Ok(false) if self.producer_gone(probe, died) => match self.ready() {
