@@ -37,7 +37,7 @@ use bytemuck::Pod;
 use crate::channel::{
     peer_state, Builder, Flavor, Options, PeerState, ProbeClock, RoleLock, Shared,
 };
-use crate::error::{ChunkError, Corruption, Error, PopError, PushError, TryPopError, TryPushError};
+use crate::error::{ChunkError, Error, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{type_tag_of, Expected, Geometry, Header, Kind};
 use crate::region::{lock, Backing};
 use crate::ring::{self as rings, spsc as ring};
@@ -381,20 +381,20 @@ impl<T: Pod> Consumer<T> {
         // consumer keeps up with the producer: a call out of line there cost 5-8% of the
         // rate).
         if !self.ring.has_cached() {
-            let look = self.ring.ready();
-            if !matches!(look, Ok(true)) {
-                self.ready_slow(look)?;
+            match self.ring.ready() {
+                Ok(true) => {}
+                Ok(false) => self.ready_slow()?,
+                Err(c) => return Err(TryPopError::Corrupt(c)),
             }
         }
         Ok(self.ring.take())
     }
 
-    /// `try_pop` past its common cases: the look at the producer's line (`look`) found no
-    /// item, or a corrupt position; then whether the producer is gone. `Ok(())` when an
-    /// item is ready to take.
+    /// `try_pop` past its common cases: the look at the producer's line found no item;
+    /// whether the producer is gone. `Ok(())` when an item is ready to take after all.
     #[inline(never)]
-    fn ready_slow(&mut self, look: Result<bool, Corruption>) -> Result<(), TryPopError> {
-        if let Some(result) = self.ring.after_look(look, false, &mut || false) {
+    fn ready_slow(&mut self) -> Result<(), TryPopError> {
+        if let Some(result) = self.ring.after_look(Ok(false), false, &mut || false) {
             return result;
         }
         // Empty: worth a (rate-limited) look at whether the producer died. Otherwise, no
