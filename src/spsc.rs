@@ -378,7 +378,7 @@ impl<T: Pod> Consumer<T> {
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         // The common cases, kept small enough to inline: the cached tail shows an item, or
         // one look at the producer's line finds one (as it does for most items when the
-        // consumer keeps up with the producer: a call out of line there cost 5-8% of the
+        // consumer keeps up with the producer: a call out of line there cost up to 8% of the
         // rate).
         if !self.ring.has_cached() {
             match self.ring.ready() {
@@ -394,7 +394,7 @@ impl<T: Pod> Consumer<T> {
     /// whether the producer is gone. `Ok(())` when an item is ready to take after all.
     #[inline(never)]
     fn ready_slow(&mut self) -> Result<(), TryPopError> {
-        if let Some(result) = self.ring.after_look(Ok(false), false, &mut || false) {
+        if let Some(result) = self.ring.after_empty_look(false, &mut || false) {
             return result;
         }
         // Empty: worth a (rate-limited) look at whether the producer died. Otherwise, no

@@ -431,29 +431,35 @@ impl<T: Copy> Consumer<T> {
         probe: bool,
         died: &mut impl FnMut() -> bool,
     ) -> Option<Result<(), TryPopError>> {
-        let look = self.ready();
-        self.after_look(look, probe, died)
+        match self.ready() {
+            Ok(false) => self.after_empty_look(probe, died),
+            look => Self::answer(look),
+        }
     }
 
-    /// [`try_ready`](Self::try_ready) for a caller that has made the first look itself
-    /// (`look`, the answer of [`ready`](Self::ready)).
+    /// [`try_ready`](Self::try_ready) past a look (the caller's) that found the ring empty:
+    /// `None` while the producer is there.
     #[inline]
-    pub(crate) fn after_look(
+    pub(crate) fn after_empty_look(
         &mut self,
-        look: Result<bool, Corruption>,
         probe: bool,
         died: &mut impl FnMut() -> bool,
     ) -> Option<Result<(), TryPopError>> {
-        let ready = match look {
-            // The producer's last commits happen before its close (and its death is seen
-            // after them): look once more before declaring the ring drained.
-            Ok(false) if self.producer_gone(probe, died) => match self.ready() {
-                Ok(false) => return Some(Err(TryPopError::Disconnected)),
-                other => other,
-            },
-            other => other,
-        };
-        match ready {
+        if !self.producer_gone(probe, died) {
+            return None;
+        }
+        // The producer's last commits happen before its close (and its death is seen after
+        // them): look once more before declaring the ring drained.
+        match self.ready() {
+            Ok(false) => Some(Err(TryPopError::Disconnected)),
+            look => Self::answer(look),
+        }
+    }
+
+    /// A look's answer as `try_ready` gives it.
+    #[inline(always)]
+    fn answer(look: Result<bool, Corruption>) -> Option<Result<(), TryPopError>> {
+        match look {
             Ok(true) => Some(Ok(())),
             Ok(false) => None,
             Err(c) => Some(Err(TryPopError::Corrupt(c))),
