@@ -59,21 +59,23 @@ impl<T> UnsafeCell<T> {
 #[cfg(not(shmlane_loom))]
 pub(crate) mod asymmetric {
     use core::sync::atomic::{
-        compiler_fence, fence, AtomicU8,
+        compiler_fence, fence, AtomicU32,
         Ordering::{Relaxed, SeqCst},
     };
 
     const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
     const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 
-    const UNKNOWN: u8 = 0;
-    const REGISTERED: u8 = 1;
-    const UNAVAILABLE: u8 = 2;
+    /// Zero: registered, so `light` alone is the light half. A u32 so that a publisher can OR
+    /// it into its check of the waiter count with one instruction (see `light`).
+    const REGISTERED: u32 = 0;
+    const UNKNOWN: u32 = 1;
+    const UNAVAILABLE: u32 = 2;
 
     /// Whether this process registered for expedited global membarriers. The kernel keeps the
     /// registration across fork (it lives in the mm, which fork copies) and drops it at exec,
     /// as this static does.
-    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    static STATE: AtomicU32 = AtomicU32::new(UNKNOWN);
 
     #[cfg(not(miri))]
     fn membarrier(cmd: libc::c_int) -> bool {
@@ -96,14 +98,21 @@ pub(crate) mod asymmetric {
         }
     }
 
-    /// The publishing side's half.
+    /// The publishing side's half: a compiler fence, which is the whole of it in a registered
+    /// process, and a word that is non-zero when it is not. Then the caller must issue
+    /// [`fallback`] before the load it orders (and repeat a load made before). Returning the
+    /// word rather than branching on it lets a publisher fold it into the one branch it
+    /// already takes on its waiter count: every push and pop pays one instruction for it.
     #[inline(always)]
-    pub(crate) fn light() {
-        if STATE.load(Relaxed) == REGISTERED {
-            compiler_fence(SeqCst);
-        } else {
-            fence(SeqCst);
-        }
+    pub(crate) fn light() -> u32 {
+        compiler_fence(SeqCst);
+        STATE.load(Relaxed)
+    }
+
+    /// The light half in a process that could not register: a real fence.
+    #[inline(always)]
+    pub(crate) fn fallback() {
+        fence(SeqCst);
     }
 
     /// The waiting side's half. False if the membarrier failed: then only peers that use
@@ -122,7 +131,12 @@ pub(crate) mod asymmetric {
 
     pub(crate) fn register() {}
 
-    pub(crate) fn light() {
+    pub(crate) fn light() -> u32 {
+        fence(SeqCst);
+        0
+    }
+
+    pub(crate) fn fallback() {
         fence(SeqCst);
     }
 

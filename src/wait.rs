@@ -61,20 +61,27 @@ pub(crate) fn prepare() {
 pub(crate) fn notify(line: &Line) {
     // Light half of the asymmetric fence: pairs with the heavy half in `park`, so that either
     // this load sees the waiter's registration or the waiter's re-check sees our progress.
-    asymmetric::light();
-    if line.waiters.load(Relaxed) != 0 {
-        wake(line);
+    // One branch for both rare cases: a waiter, or a light half that is not enough here.
+    let unfenced = asymmetric::light();
+    if line.waiters.load(Relaxed) | unfenced != 0 {
+        notify_slow(line);
     }
 }
 
-// Out of line: keeps the system call's set-up out of every push and pop.
+// Out of line: keeps the fence and the system call's set-up out of every push and pop.
 #[cold]
 #[inline(never)]
-fn wake(line: &Line) {
-    // Release: a waiter whose futex_wait fails with EAGAIN (word changed) re-checks with
-    // Acquire and sees our progress.
-    line.event.fetch_add(1, Release);
-    futex_wake_all(&line.event);
+fn notify_slow(line: &Line) {
+    // In a process that could not register, the load in `notify` may have run before our
+    // store was visible: fence, and look again. (Registered, this fence comes just before a
+    // system call, and costs nothing that matters.)
+    asymmetric::fallback();
+    if line.waiters.load(Relaxed) != 0 {
+        // Release: a waiter whose futex_wait fails with EAGAIN (word changed) re-checks with
+        // Acquire and sees our progress.
+        line.event.fetch_add(1, Release);
+        futex_wake_all(&line.event);
+    }
 }
 
 /// The deadline `timeout` from now; a timeout too large for `Instant` (`Duration::MAX`, say)
