@@ -181,15 +181,17 @@ impl<T: Pod> Producer<T> {
     /// finding the ring full has the CPU given away now and then (module docs).
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         let r = &mut self.0;
-        let pos = match r.core.claim_slot_if_easy() {
-            Some(pos) => pos,
-            None => match self.claim_slot_slow() {
-                Ok(pos) => pos,
-                Err(e) => return Err(e.with(value)),
-            },
-        };
-        self.0.core.put(pos, value);
-        Ok(())
+        if let Some(claimed) = r.core.claim_slot_if_easy() {
+            r.core.put_at(claimed, value);
+            return Ok(());
+        }
+        match self.claim_slot_slow() {
+            Ok(pos) => {
+                self.0.core.put(pos, value);
+                Ok(())
+            }
+            Err(e) => Err(e.with(value)),
+        }
     }
 
     /// `try_push` past its common case: a full ring, lost CASes, or no consumers. The
@@ -274,10 +276,11 @@ impl<T: Pod> Consumer<T> {
             self.hole = None;
             return Err(TryPopError::ProducerDied { position });
         }
-        let pos = match self.registered.core.dequeue_at_once() {
-            Some(pos) => pos,
-            None => self.claim_slow()?,
-        };
+        let core = &self.registered.core;
+        if let Some(claimed) = core.dequeue_at_once() {
+            return Ok(core.take_at(claimed));
+        }
+        let pos = self.claim_slow()?;
         Ok(self.registered.core.take(pos))
     }
 

@@ -57,6 +57,14 @@ pub(crate) enum Dequeued {
     Short(u64),
 }
 
+/// A position this endpoint claimed, with its slot: what the fast paths hand from the claim
+/// to [`Endpoint::put_at`] and [`Endpoint::take_at`], so that the slot's address is worked out
+/// once (across the claim's CAS the compiler would load the ring's base and mask again).
+pub(crate) struct Claimed<'a, T> {
+    pos: u64,
+    slot: &'a MpmcSlot<T>,
+}
+
 /// What a side's full claim loop (`Endpoint::claim_loop`) found.
 enum Found {
     /// The CAS won `pos`, whose slot held sequence `raw` (for a consumer, possibly a
@@ -214,7 +222,7 @@ impl<T: Copy> Endpoint<T> {
     /// enqueue position is free and the first CAS wins. `None` if not; then nothing was
     /// claimed, no claim is left recorded, and `claim_slot` (the full loop) decides.
     #[inline(always)]
-    fn claim_slot_at_once(&self) -> Option<u64> {
+    fn claim_slot_at_once(&self) -> Option<Claimed<'_, T>> {
         // A free slot holds its position's own number.
         self.claim_at_once(self.mem.producer_line(), 0)
     }
@@ -224,15 +232,16 @@ impl<T: Copy> Endpoint<T> {
     /// the claim is recorded and one CAS moves the position. `None` otherwise, with no
     /// claim left recorded: then the side's full loop decides.
     #[inline(always)]
-    fn claim_at_once(&self, line: &Line, seq_ahead: u64) -> Option<u64> {
+    fn claim_at_once(&self, line: &Line, seq_ahead: u64) -> Option<Claimed<'_, T>> {
         // Acquire: as in the full loops (`claim_slot`, `dequeue`).
         let pos = line.pos.load(Acquire);
         // An impossible position is the full loop's to report.
         if pos >= POS_LIMIT {
             return None;
         }
+        let slot = self.mem.slot(pos);
         // Acquire: as in the full loops.
-        if self.mem.slot(pos).seq.load(Acquire) != pos + seq_ahead {
+        if slot.seq.load(Acquire) != pos + seq_ahead {
             return None;
         }
         let mine = self.my_entry();
@@ -248,16 +257,22 @@ impl<T: Copy> Endpoint<T> {
             mine.claiming.store(IDLE, Relaxed);
             return None;
         }
-        Some(pos)
+        Some(Claimed { pos, slot })
     }
 
     /// Puts `value` in the slot of `pos`, which this producer claimed (`claim_slot`),
-    /// publishes it and wakes a parked consumer. The claim stays recorded (module docs). The
-    /// one place a pushed value is written: what comes before returns positions, so a large
-    /// `T` is not copied once per layer.
+    /// publishes it and wakes a parked consumer.
     #[inline(always)]
     pub(crate) fn put(&self, pos: u64, value: T) {
         let slot = self.mem.slot(pos);
+        self.put_at(Claimed { pos, slot }, value);
+    }
+
+    /// [`put`](Self::put) into a slot claimed at once. The claim stays recorded (module
+    /// docs). The one place a pushed value is written: what comes before returns positions,
+    /// so a large `T` is not copied once per layer.
+    #[inline(always)]
+    pub(crate) fn put_at(&self, Claimed { pos, slot }: Claimed<'_, T>, value: T) {
         // SAFETY: our CAS gave us position `pos`; its slot is free (sequence `pos`) and no
         // one else writes or reads it until we publish.
         slot.value.with_mut(|p| unsafe { p.write(value) });
@@ -381,17 +396,24 @@ impl<T: Copy> Endpoint<T> {
     /// claimed position, to [`take`](Self::take). `None` if not; then nothing was claimed,
     /// no claim is left recorded, and `dequeue` (the full loop) decides.
     #[inline(always)]
-    pub(crate) fn dequeue_at_once(&self) -> Option<u64> {
+    pub(crate) fn dequeue_at_once(&self) -> Option<Claimed<'_, T>> {
         // A published slot holds its position's number plus one.
         self.claim_at_once(self.mem.consumer_line(), 1)
     }
 
     /// Takes the value at `pos`, which this consumer claimed (`Dequeued::Claimed`): reads it,
-    /// then frees the slot. The one place a popped value is read: what comes before returns
-    /// positions, so a large `T` is copied once, not once per layer.
+    /// then frees the slot.
     #[inline(always)]
     pub(crate) fn take(&self, pos: u64) -> T {
         let slot = self.mem.slot(pos);
+        self.take_at(Claimed { pos, slot })
+    }
+
+    /// [`take`](Self::take) from a slot claimed at once. The one place a popped value is
+    /// read: what comes before returns positions, so a large `T` is copied once, not once
+    /// per layer.
+    #[inline(always)]
+    pub(crate) fn take_at(&self, Claimed { pos, slot }: Claimed<'_, T>) -> T {
         // SAFETY: our CAS gave us position `pos`, whose value was published (sequence
         // `pos + 1`); no producer writes it until we free the slot below.
         let value = slot.value.with(|p| unsafe { p.read() });
@@ -564,7 +586,7 @@ impl<T: Copy> Endpoint<T> {
     /// slot is claimed at once. `None` if not (nothing was claimed): then `try_claim_slot`
     /// decides.
     #[inline(always)]
-    pub(crate) fn claim_slot_if_easy(&self) -> Option<u64> {
+    pub(crate) fn claim_slot_if_easy(&self) -> Option<Claimed<'_, T>> {
         if self.role_gone(entry_state::CONSUMER, false, &mut |_| true) {
             return None;
         }
