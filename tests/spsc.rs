@@ -310,13 +310,16 @@ fn impossible_counters_from_a_peer_are_corruption() {
     tx.push_slice(&[1, 2, 3]).unwrap();
     let mut out = [0; 3];
     assert_eq!(rx.pop_slice(&mut out), Ok(3));
-    // A tail more than capacity ahead of the head (offset 128: the producer's line).
-    poke_u64(&path, 128, 3 + 9);
-    match rx.try_pop() {
-        Err(TryPopError::Corrupt(c)) => {
-            assert_eq!((c.counter, c.found, c.min, c.max), ("tail", 12, 3, 11));
+    // A tail that went backwards, and one more than capacity ahead of the head (offset 128:
+    // the producer's line).
+    for (tail, min, max) in [(2, 3, 11), (3 + 9, 3, 11)] {
+        poke_u64(&path, 128, tail);
+        match rx.try_pop() {
+            Err(TryPopError::Corrupt(c)) => {
+                assert_eq!((c.counter, c.found, c.min, c.max), ("tail", tail, min, max));
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
         }
-        other => panic!("expected Corrupt, got {other:?}"),
     }
     assert!(matches!(rx.read_chunk(1), Err(ChunkError::Corrupt(_))));
     // A head beyond the tail (offset 256: the consumer's line).

@@ -329,13 +329,18 @@ impl<T: Copy> Consumer<T> {
     fn refresh(&mut self) -> Result<(), Corruption> {
         // Acquire: pairs with the Release store in `Producer::commit`, so the slot writes it
         // published are visible before we read them.
+        // Read first: after the Acquire load the compiler would load them again.
+        let (head, min) = (self.head, self.tail_cache);
         let tail = self.mem.producer_line().pos.load(Acquire);
-        let max = self.head.saturating_add(self.mem.capacity());
-        if tail < self.tail_cache || tail > max {
+        // min <= tail <= head + capacity, in one comparison: below `min`, `tail - min` wraps
+        // around past the window's width. `head + capacity` does not overflow: `head`
+        // started below POS_LIMIT and only counts pops.
+        let max = head.wrapping_add(self.mem.capacity());
+        if tail.wrapping_sub(min) > max.wrapping_sub(min) {
             return Err(Corruption {
                 counter: "tail",
                 found: tail,
-                min: self.tail_cache,
+                min,
                 max,
             });
         }
