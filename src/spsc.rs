@@ -381,20 +381,19 @@ impl<T: Pod> Consumer<T> {
         // consumer keeps up with the producer: a call out of line there cost up to 8% of the
         // rate).
         if !self.ring.has_cached() {
-            match self.ring.ready() {
-                Ok(true) => {}
-                Ok(false) => self.ready_slow()?,
-                Err(c) => return Err(TryPopError::Corrupt(c)),
+            if let Err(tail) = self.ring.look() {
+                self.ready_slow(tail)?;
             }
         }
         Ok(self.ring.take())
     }
 
-    /// `try_pop` past its common cases: the look at the producer's line found no item;
-    /// whether the producer is gone. `Ok(())` when an item is ready to take after all.
+    /// `try_pop` past its common cases: the look at the producer's line saw `tail` and no
+    /// item; whether the producer is gone, or `tail` corrupt. `Ok(())` when an item is ready
+    /// to take after all.
     #[inline(never)]
-    fn ready_slow(&mut self) -> Result<(), TryPopError> {
-        if let Some(result) = self.ring.after_empty_look(false, &mut || false) {
+    fn ready_slow(&mut self, tail: u64) -> Result<(), TryPopError> {
+        if let Some(result) = self.ring.after_miss(tail, false, &mut || false) {
             return result;
         }
         // Empty: worth a (rate-limited) look at whether the producer died. Otherwise, no

@@ -324,28 +324,71 @@ impl<T: Copy> Consumer<T> {
         Ok(self.cached_available())
     }
 
-    // Not cold: a consumer that keeps up with the producer takes this path for most items.
     #[inline]
     fn refresh(&mut self) -> Result<(), Corruption> {
-        // Acquire: pairs with the Release store in `Producer::commit`, so the slot writes it
-        // published are visible before we read them.
         // Read first: after the Acquire load the compiler would load them again.
         let (head, min) = (self.head, self.tail_cache);
-        let tail = self.mem.producer_line().pos.load(Acquire);
+        let tail = self.tail();
         // min <= tail <= head + capacity, in one comparison: below `min`, `tail - min` wraps
         // around past the window's width. `head + capacity` does not overflow: `head`
         // started below POS_LIMIT and only counts pops.
         let max = head.wrapping_add(self.mem.capacity());
         if tail.wrapping_sub(min) > max.wrapping_sub(min) {
-            return Err(Corruption {
-                counter: "tail",
-                found: tail,
-                min,
-                max,
-            });
+            return Err(self.tail_corruption(tail));
         }
         self.tail_cache = tail;
         Ok(())
+    }
+
+    /// The producer's position.
+    #[inline(always)]
+    fn tail(&self) -> u64 {
+        // Acquire: pairs with the Release store in `Producer::commit`, so the slot writes it
+        // published are visible before we read them.
+        self.mem.producer_line().pos.load(Acquire)
+    }
+
+    /// What a producer's position outside `tail_cache..=head + capacity` is.
+    fn tail_corruption(&self, tail: u64) -> Corruption {
+        Corruption {
+            counter: "tail",
+            found: tail,
+            min: self.tail_cache,
+            max: self.head.wrapping_add(self.mem.capacity()),
+        }
+    }
+
+    /// The look at the producer's position that `try_pop` makes once its cached items are
+    /// used up (a consumer that keeps up makes it for most items): `Ok(())` when it shows
+    /// an item, now cached; otherwise the position it saw, for
+    /// [`after_miss`](Self::after_miss).
+    #[inline(always)]
+    pub(crate) fn look(&mut self) -> Result<(), u64> {
+        debug_assert!(!self.has_cached());
+        let head = self.head;
+        let tail = self.tail();
+        // 1..=capacity items in one comparison: none wraps around to u64::MAX (with the
+        // cache used up, `tail_cache` is `head`, so this is `refresh`'s window less "none").
+        if tail.wrapping_sub(head).wrapping_sub(1) < self.mem.capacity() {
+            self.tail_cache = tail;
+            Ok(())
+        } else {
+            Err(tail)
+        }
+    }
+
+    /// [`try_ready`](Self::try_ready) past a [`look`](Self::look) that saw position
+    /// `tail` and no item there: the ring is empty, or `tail` is corrupt.
+    pub(crate) fn after_miss(
+        &mut self,
+        tail: u64,
+        probe: bool,
+        died: &mut impl FnMut() -> bool,
+    ) -> Option<Result<(), TryPopError>> {
+        if tail != self.head {
+            return Some(Err(TryPopError::Corrupt(self.tail_corruption(tail))));
+        }
+        self.after_empty_look(probe, died)
     }
 
     /// Whether the cached tail shows an item, reading nothing the producer writes.
