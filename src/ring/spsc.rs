@@ -26,8 +26,10 @@ pub(crate) struct Producer<T> {
     /// Items pushed, as far as this producer knows: authoritative, the shared tail is only a
     /// publication of it.
     tail: u64,
-    /// Last head read from the consumer's line.
-    head_cache: u64,
+    /// How far the tail may go by the last head read from the consumer's line: that head
+    /// plus the capacity. Kept instead of the head itself, so that "full" is one comparison
+    /// on every push.
+    limit: u64,
 }
 
 /// The consumer's half of the protocol.
@@ -61,16 +63,13 @@ impl<T: Copy> Producer<T> {
         let tail = mem.producer_line().pos.load(Acquire);
         let head = mem.consumer_line().pos.load(Acquire);
         check_pair(head, tail, mem.capacity())?;
-        Ok(Producer {
-            mem,
-            tail,
-            head_cache: head,
-        })
+        let limit = head + mem.capacity();
+        Ok(Producer { mem, tail, limit })
     }
 
     #[inline(always)]
     fn cached_free(&self) -> usize {
-        (self.mem.capacity() - (self.tail - self.head_cache)) as usize
+        (self.limit - self.tail) as usize
     }
 
     /// Free slots: the cached count when it is at least `want`, else a fresh one.
@@ -89,15 +88,16 @@ impl<T: Copy> Producer<T> {
         // Acquire: pairs with the Release store in `Consumer::release`, so the consumer's
         // reads of the slots it released happen before we overwrite them.
         let head = self.mem.consumer_line().pos.load(Acquire);
-        if head < self.head_cache || head > self.tail {
+        let cached = self.limit - self.mem.capacity();
+        if head < cached || head > self.tail {
             return Err(Corruption {
                 counter: "head",
                 found: head,
-                min: self.head_cache,
+                min: cached,
                 max: self.tail,
             });
         }
-        self.head_cache = head;
+        self.limit = head + self.mem.capacity();
         Ok(())
     }
 
