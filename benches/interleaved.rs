@@ -1,7 +1,8 @@
-//! Interleaved A/B: shmlane and its baseline take turns, trial by trial, moving u64 items
-//! one at a time between two threads (each pinned to its own CPU where two exist): SPSC
-//! beside rtrb, MPMC with one producer and one consumer beside crossbeam's ArrayQueue, in
-//! both regimes ([`Regime`]). Prints, per case, each queue's median rate and the median of
+//! Interleaved A/B: shmlane and its baseline take turns, trial by trial, moving items one
+//! at a time between two threads (each pinned to its own CPU where two exist): SPSC beside
+//! rtrb with the item sizes of `spsc_threads` (u64, 64 bytes, 1 KiB), MPMC with one
+//! producer and one consumer beside crossbeam's ArrayQueue (u64), in both regimes
+//! ([`Regime`]). Prints, per case, each queue's median rate and the median of
 //! the per-pair ratios (baseline time / shmlane time: above 1 means shmlane is faster) with
 //! their range.
 //!
@@ -102,12 +103,24 @@ fn main() {
     println!("|---|---:|---|---:|---|");
     // Each case: the group it repeats, the baseline's name, and the two runs.
     type Run = fn(Regime, u64) -> Duration;
-    let cases: [(&str, &str, Run, Run); 2] = [
+    let cases: [(&str, &str, Run, Run); 4] = [
         (
             "spsc_threads/u64",
             "rtrb",
             shmlane_items::<u64>,
             rtrb_items::<u64>,
+        ),
+        (
+            "spsc_threads/64B",
+            "rtrb",
+            shmlane_items::<[u64; 8]>,
+            rtrb_items::<[u64; 8]>,
+        ),
+        (
+            "spsc_threads/1KiB",
+            "rtrb",
+            shmlane_items::<[u64; 128]>,
+            rtrb_items::<[u64; 128]>,
         ),
         (
             "mpmc/1p1c",
