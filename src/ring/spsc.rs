@@ -358,9 +358,9 @@ impl<T: Copy> Consumer<T> {
         }
     }
 
-    /// The look at the producer's position that `try_pop` makes once its cached items are
-    /// used up (a consumer that keeps up makes it for most items): `Ok(())` when it shows
-    /// an item, now cached; otherwise the position it saw, for
+    /// The look at the producer's position that a pop makes once its cached items are used
+    /// up (a consumer that keeps up makes it for most items): `Ok(())` when it shows an
+    /// item, now cached; otherwise the position it saw, for
     /// [`after_miss`](Self::after_miss).
     #[inline(always)]
     pub(crate) fn look(&mut self) -> Result<(), u64> {
@@ -378,17 +378,37 @@ impl<T: Copy> Consumer<T> {
     }
 
     /// [`try_ready`](Self::try_ready) past a [`look`](Self::look) that saw position
-    /// `tail` and no item there: the ring is empty, or `tail` is corrupt.
+    /// `tail` and no item there: `None` while the ring is empty and the producer there.
     pub(crate) fn after_miss(
         &mut self,
         tail: u64,
         probe: bool,
         died: &mut impl FnMut() -> bool,
     ) -> Option<Result<(), TryPopError>> {
-        if tail != self.head {
-            return Some(Err(TryPopError::Corrupt(self.tail_corruption(tail))));
+        if let Err(e) = self.empty_or_corrupt(tail) {
+            return Some(Err(e));
         }
-        self.after_empty_look(probe, died)
+        if !self.producer_gone(probe, died) {
+            return None;
+        }
+        // The producer's last commits happen before its close (and its death is seen after
+        // them): look once more before declaring the ring drained.
+        Some(match self.look() {
+            Ok(()) => Ok(()),
+            Err(tail) => self
+                .empty_or_corrupt(tail)
+                .and(Err(TryPopError::Disconnected)),
+        })
+    }
+
+    /// What a look that found no item saw: an empty ring (`tail` is the head), or a corrupt
+    /// position.
+    fn empty_or_corrupt(&self, tail: u64) -> Result<(), TryPopError> {
+        if tail == self.head {
+            Ok(())
+        } else {
+            Err(TryPopError::Corrupt(self.tail_corruption(tail)))
+        }
     }
 
     /// Whether the cached tail shows an item, reading nothing the producer writes.
@@ -397,8 +417,8 @@ impl<T: Copy> Consumer<T> {
         self.cached_available() > 0
     }
 
-    /// Takes the next item, which [`has_cached`](Self::has_cached) (or a `ready` answer)
-    /// showed is there. The one place a popped value is read: everything that decides
+    /// Takes the next item, which [`has_cached`](Self::has_cached) (or a `look` or
+    /// `try_ready` answer) showed is there. The one place a popped value is read: everything that decides
     /// whether there is one returns no `T`, so a large `T` is copied once, not once per layer.
     #[inline(always)]
     pub(crate) fn take(&mut self) -> T {
@@ -411,16 +431,10 @@ impl<T: Copy> Consumer<T> {
         value
     }
 
-    /// Whether an item is ready, re-reading the producer's position if the cache shows none.
-    #[inline]
-    pub(crate) fn ready(&mut self) -> Result<bool, Corruption> {
-        Ok(self.available(1)? > 0)
-    }
-
     /// Pops one value if there is one: `Ok(None)` when empty.
     #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Result<Option<T>, Corruption> {
-        Ok(self.ready()?.then(|| self.take()))
+        Ok((self.available(1)? > 0).then(|| self.take()))
     }
 
     /// Pops as many values as are ready into the front of `out`, with one publication.
@@ -479,38 +493,12 @@ impl<T: Copy> Consumer<T> {
         probe: bool,
         died: &mut impl FnMut() -> bool,
     ) -> Option<Result<(), TryPopError>> {
-        match self.ready() {
-            Ok(false) => self.after_empty_look(probe, died),
-            look => Self::answer(look),
+        if self.has_cached() {
+            return Some(Ok(()));
         }
-    }
-
-    /// [`try_ready`](Self::try_ready) past a look (the caller's) that found the ring empty:
-    /// `None` while the producer is there.
-    #[inline]
-    pub(crate) fn after_empty_look(
-        &mut self,
-        probe: bool,
-        died: &mut impl FnMut() -> bool,
-    ) -> Option<Result<(), TryPopError>> {
-        if !self.producer_gone(probe, died) {
-            return None;
-        }
-        // The producer's last commits happen before its close (and its death is seen after
-        // them): look once more before declaring the ring drained.
-        match self.ready() {
-            Ok(false) => Some(Err(TryPopError::Disconnected)),
-            look => Self::answer(look),
-        }
-    }
-
-    /// A look's answer as `try_ready` gives it.
-    #[inline(always)]
-    fn answer(look: Result<bool, Corruption>) -> Option<Result<(), TryPopError>> {
-        match look {
-            Ok(true) => Some(Ok(())),
-            Ok(false) => None,
-            Err(c) => Some(Err(TryPopError::Corrupt(c))),
+        match self.look() {
+            Ok(()) => Some(Ok(())),
+            Err(tail) => self.after_miss(tail, probe, died),
         }
     }
 
