@@ -66,6 +66,66 @@ fn a_killed_producer_is_detected_after_the_drain() {
 }
 
 #[test]
+fn a_polling_consumer_notices_a_killed_producer_and_a_closed_one_at_once() {
+    let _serial = common::serial();
+    let name = unique("poll-killed");
+    let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 64).unwrap();
+    let child_name = name.clone();
+    let mut producer = fork(move || {
+        let chan = spsc::Channel::<u64>::open(Backing::shm(&child_name)).unwrap();
+        let mut tx = chan.producer().unwrap();
+        for i in 0..10 {
+            tx.push(i).unwrap();
+        }
+        park_forever()
+    });
+    let mut rx = chan.consumer().unwrap();
+    let mut next = 0;
+    let start = Instant::now();
+    while next < 10 {
+        match rx.try_pop() {
+            Ok(v) => {
+                assert_eq!(v, next);
+                next += 1;
+            }
+            Err(e) => {
+                assert_eq!(e, shmlane::TryPopError::Empty);
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "items never came"
+                );
+            }
+        }
+    }
+    producer.kill();
+    // Most of a poller's misses skip the liveness probe; the death is still noticed.
+    let killed_at = Instant::now();
+    let mut misses = 0u64;
+    loop {
+        match rx.try_pop() {
+            Err(shmlane::TryPopError::Empty) => misses += 1,
+            Err(shmlane::TryPopError::Disconnected) => break,
+            other => panic!("expected Empty, then Disconnected; got {other:?}"),
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(5),
+            "death not noticed after {misses} misses"
+        );
+    }
+    assert_eq!(rx.producer_state(), PeerState::Died);
+    drop(rx);
+
+    // A producer that closes is seen at the first miss after it.
+    let mut rx = chan.consumer().unwrap();
+    let tx = chan.producer().unwrap();
+    for _ in 0..100 {
+        assert_eq!(rx.try_pop(), Err(shmlane::TryPopError::Empty));
+    }
+    drop(tx);
+    assert_eq!(rx.try_pop(), Err(shmlane::TryPopError::Disconnected));
+}
+
+#[test]
 fn a_killed_consumer_fails_a_blocked_push_with_its_value() {
     let _serial = common::serial();
     let name = unique("kill-consumer");

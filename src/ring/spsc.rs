@@ -401,6 +401,14 @@ impl<T: Copy> Consumer<T> {
         })
     }
 
+    /// Whether a [`look`](Self::look) that saw `tail` and no item found nothing to report:
+    /// an empty ring, and the producer's state word saying it is there. Cheap enough for a
+    /// poller's every miss; [`after_miss`](Self::after_miss) decides the rest.
+    #[inline(always)]
+    pub(crate) fn quiet(&self, tail: u64) -> bool {
+        tail == self.head && !self.producer_gone(false, &mut || false)
+    }
+
     /// What a look that found no item saw: an empty ring (`tail` is the head), or a corrupt
     /// position.
     fn empty_or_corrupt(&self, tail: u64) -> Result<(), TryPopError> {
