@@ -19,6 +19,20 @@ fn park_forever() -> i32 {
     }
 }
 
+/// A child process that opens the channel `name`, pushes `0..count` as its producer, and
+/// then stays alive until killed.
+fn fork_producer_then_park(name: &str, count: u64) -> common::Child {
+    let name = name.to_owned();
+    fork(move || {
+        let chan = spsc::Channel::<u64>::open(Backing::shm(&name)).unwrap();
+        let mut tx = chan.producer().unwrap();
+        for i in 0..count {
+            tx.push(i).unwrap();
+        }
+        park_forever()
+    })
+}
+
 const ITEMS: u64 = 100_000;
 
 #[test]
@@ -26,15 +40,7 @@ fn a_killed_producer_is_detected_after_the_drain() {
     let _serial = common::serial();
     let name = unique("kill-producer");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 1024).unwrap();
-    let child_name = name.clone();
-    let mut producer = fork(move || {
-        let chan = spsc::Channel::<u64>::open(Backing::shm(&child_name)).unwrap();
-        let mut tx = chan.producer().unwrap();
-        for i in 0..ITEMS {
-            tx.push(i).unwrap();
-        }
-        park_forever()
-    });
+    let mut producer = fork_producer_then_park(&name, ITEMS);
     let mut rx = chan.consumer().unwrap();
     for i in 0..ITEMS {
         assert_eq!(rx.pop(), Ok(i));
@@ -70,15 +76,7 @@ fn a_polling_consumer_notices_a_killed_producer_and_a_closed_one_at_once() {
     let _serial = common::serial();
     let name = unique("poll-killed");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 64).unwrap();
-    let child_name = name.clone();
-    let mut producer = fork(move || {
-        let chan = spsc::Channel::<u64>::open(Backing::shm(&child_name)).unwrap();
-        let mut tx = chan.producer().unwrap();
-        for i in 0..10 {
-            tx.push(i).unwrap();
-        }
-        park_forever()
-    });
+    let mut producer = fork_producer_then_park(&name, 10);
     let mut rx = chan.consumer().unwrap();
     let mut next = 0;
     let start = Instant::now();
@@ -299,15 +297,7 @@ fn a_consumer_in_another_pid_namespace_detects_the_producer_crash() {
     let _serial = common::serial();
     let name = unique("pidns");
     let chan = spsc::Channel::<u64>::create(Backing::shm(&name), 64).unwrap();
-    let n = name.clone();
-    let mut producer = fork(move || {
-        let chan = spsc::Channel::<u64>::open(Backing::shm(&n)).unwrap();
-        let mut tx = chan.producer().unwrap();
-        for i in 0..100 {
-            tx.push(i).unwrap();
-        }
-        park_forever()
-    });
+    let mut producer = fork_producer_then_park(&name, 100);
     let n = name.clone();
     let mut namespaced = fork(move || {
         // SAFETY: unshare then fork: the grandchild is pid 1 of a new pid namespace.
