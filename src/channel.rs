@@ -31,7 +31,7 @@ const PROBE_EVERY: u32 = 16;
 /// Misses that a poller finding nothing wrong answers inline, with no bookkeeping, per one
 /// that goes through [`ProbeClock::due_at`]. A consumer chasing its producer misses once or
 /// twice between items, and taking each of those out of line through the bookkeeping cost it
-/// a tenth of its rate.
+/// some 14% of its rate (`36d71c8`: 138 -> 161-163 M items/s chasing, interleaved bench).
 const QUIET_MISSES: u32 = 32;
 
 /// Misses in a run, with no progress at the side's position, after which the party that
