@@ -150,12 +150,17 @@ impl<T: Pod> Producer<T> {
     /// Pushes `value` if there is room, without waiting.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
-        // The common case, kept small enough to inline: the consumer is there and the cached
-        // head shows room.
-        if !self.ring.consumer_gone(false, &mut || false) && self.ring.push_cached(value) {
+        if self.push_at_once(value) {
             return Ok(());
         }
         self.try_push_slow(value)
+    }
+
+    /// Every push's common case, kept small enough to inline: the consumer is there and the
+    /// cached head shows room. `false` if not (nothing was pushed).
+    #[inline(always)]
+    fn push_at_once(&mut self, value: T) -> bool {
+        !self.ring.consumer_gone(false, &mut || false) && self.ring.push_cached(value)
     }
 
     /// `try_push` past its common case: the cached head shows no room, or the consumer closed.
@@ -171,20 +176,38 @@ impl<T: Pod> Producer<T> {
 
     /// Pushes `value`, waiting for room as the [`WaitMode`] says. Fails with the value when the
     /// consumer is gone.
+    #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         self.push_until(value, None)
     }
 
     /// Like [`push`](Self::push), giving up with `PushError::Timeout(value)` after `timeout`.
+    #[inline]
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
         self.push_until(value, deadline(timeout))
     }
 
+    #[inline]
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), PushError<T>> {
+        // A push that need not wait costs what `try_push`'s does: the wait's set-up, run on
+        // every call, had a push and a pop at 4.1 ns against 3.1 (`cargo bench --bench
+        // calls`). The value is moved once, into the slot, either way.
+        if !self.push_at_once(value) {
+            if let Err(e) = self.wait_room(deadline) {
+                return Err(e.with(value));
+            }
+            self.ring.push_into_room(value);
+        }
+        Ok(())
+    }
+
+    /// `push_until` past its common case: waits for room, or finds the consumer gone.
+    #[inline(never)]
+    fn wait_room(&mut self, deadline: Option<Instant>) -> Result<(), PushError<()>> {
         self.probe.prime();
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::CONSUMER, &header.consumer_state);
-        self.ring.push_until(value, self.wait, deadline, &mut died)
+        self.ring.wait_room(1, self.wait, deadline, &mut died)
     }
 
     /// Pushes as many values from the front of `values` as fit now, publishing them with one
@@ -415,16 +438,29 @@ impl<T: Pod> Consumer<T> {
 
     /// Pops a value, waiting as the [`WaitMode`] says. `PopError::Disconnected` once the
     /// producer is gone and every item it committed has been popped.
+    #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
         self.pop_until(None)
     }
 
     /// Like [`pop`](Self::pop), giving up with `PopError::Timeout` after `timeout`.
+    #[inline]
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
         self.pop_until(deadline(timeout))
     }
 
+    #[inline]
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
+        // As in `Producer::push_until`: a pop that need not wait costs what `try_pop`'s does.
+        if self.ring.has_cached() || self.ring.look().is_ok() {
+            return Ok(self.ring.take());
+        }
+        self.pop_waiting(deadline)
+    }
+
+    /// `pop_until` past its common case: waits for an item, or finds the producer gone.
+    #[inline(never)]
+    fn pop_waiting(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
         self.probe.prime();
         let (role, header) = (&self.role, self.role.shared().header());
         let mut died = || role_died(role, lock::PRODUCER, &header.producer_state);

@@ -283,23 +283,46 @@ fn a_producer_killed_between_claim_and_publish_leaves_a_reported_hole() {
     assert_eq!(rx.pop(), Err(PopError::Disconnected));
 }
 
-#[test]
-fn pop_slice_keeps_what_it_popped_before_a_hole_and_the_next_pops_report_it_once() {
-    let _serial = common::serial();
-    let name = unique("mpmc-slice-hole");
-    let (_chan, mut rx, _tx, mut dying) = channel_with_a_hole_at_1(&name);
+/// A `pop_slice` that takes job 0 and then meets the hole at position 1 that a killed
+/// producer left (`channel_with_a_hole_at_1`): it ends there, and the job is not lost to the
+/// error. Returns the consumer (and what keeps the channel open), the hole not yet reported.
+fn popped_up_to_a_hole(
+    name: &str,
+) -> (mpmc::Channel<Job>, mpmc::Consumer<Job>, mpmc::Producer<Job>) {
+    let (chan, mut rx, tx, mut dying) = channel_with_a_hole_at_1(name);
     dying.kill();
     // Past the probe interval, so the first pop that meets the hole checks its producer.
     std::thread::sleep(Duration::from_millis(20));
     let mut out = [Job::zeroed(); 8];
-    // Job 0, then the hole: the slice ends there, and the job is not lost to the error.
     assert_eq!(rx.pop_slice(&mut out), Ok(1));
     assert_eq!(out[0], job(0));
+    (chan, rx, tx)
+}
+
+#[test]
+fn pop_slice_keeps_what_it_popped_before_a_hole_and_the_next_pops_report_it_once() {
+    let _serial = common::serial();
+    let (_chan, mut rx, _tx) = popped_up_to_a_hole(&unique("mpmc-slice-hole"));
     // The next pop reports the hole, once.
     assert_eq!(rx.try_pop(), Err(TryPopError::ProducerDied { position: 1 }));
+    let mut out = [Job::zeroed(); 8];
     assert_eq!(rx.pop_slice(&mut out), Ok(3));
     assert_eq!(out[..3], [job(1), job(2), job(3)]);
     assert_eq!(rx.pop_slice(&mut out), Ok(0));
+}
+
+#[test]
+fn a_blocking_pop_reports_the_hole_pop_slice_left_once_and_then_the_values_behind_it() {
+    let _serial = common::serial();
+    let (_chan, mut rx, _tx) = popped_up_to_a_hole(&unique("mpmc-slice-hole-pop"));
+    assert_eq!(rx.pop(), Err(PopError::ProducerDied { position: 1 }));
+    for seq in 1..4 {
+        assert_eq!(rx.pop(), Ok(job(seq)));
+    }
+    assert_eq!(
+        rx.pop_timeout(Duration::from_millis(10)),
+        Err(PopError::Timeout)
+    );
 }
 
 #[test]

@@ -65,6 +65,12 @@ pub(crate) struct Claimed<'a, T> {
     slot: &'a MpmcSlot<T>,
 }
 
+impl<T> Claimed<'_, T> {
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
+    }
+}
+
 /// What a side's full claim loop (`Endpoint::claim_loop`) found.
 enum Found {
     /// The CAS won `pos`, whose slot held sequence `raw` (for a consumer, possibly a
@@ -693,10 +699,9 @@ impl<T: Copy> Endpoint<T> {
         None
     }
 
-    /// Pushes, waiting for room as `mode` says until `deadline`. Inlined, so that the value
-    /// goes from the caller straight into the slot, not through the wait's layers (a copy
-    /// each for a large T).
-    #[inline(always)]
+    /// Pushes, waiting for room as `mode` says until `deadline`: the model's and the tests'
+    /// blocking push, made of the pieces the public one uses after its fast path.
+    #[cfg(any(test, shmlane_loom))]
     pub(crate) fn push_until(
         &self,
         value: T,
@@ -713,19 +718,33 @@ impl<T: Copy> Endpoint<T> {
         }
     }
 
-    /// Pops, waiting for a value as `mode` says until `deadline`.
+    /// Pops, waiting for a value as `mode` says until `deadline`: the model's and the tests'
+    /// blocking pop, made of the pieces the public one uses after its fast path.
+    #[cfg(any(test, shmlane_loom))]
     pub(crate) fn pop_until(
         &self,
         mode: WaitMode,
         deadline: Option<Instant>,
         alive: &mut impl FnMut(usize) -> bool,
     ) -> Result<T, PopError> {
-        let pos = wait::block_on(self.mem.producer_line(), mode, deadline, |probe| {
+        let pos = self.claim_until(mode, deadline, alive)?;
+        Ok(self.take(pos))
+    }
+
+    /// Claims a value for a pop, waiting as `mode` says until `deadline`: its position, to
+    /// [`take`](Self::take).
+    pub(crate) fn claim_until(
+        &self,
+        mode: WaitMode,
+        deadline: Option<Instant>,
+        alive: &mut impl FnMut(usize) -> bool,
+    ) -> Result<u64, PopError> {
+        wait::block_on(self.mem.producer_line(), mode, deadline, |probe| {
             self.try_claim(probe, alive)
         })
         // `try_claim` reports an empty ring as None: at the end of the wait that is a timeout.
-        .unwrap_or(Err(TryPopError::Empty))?;
-        Ok(self.take(pos))
+        .unwrap_or(Err(TryPopError::Empty))
+        .map_err(PopError::from)
     }
 }
 

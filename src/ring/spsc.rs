@@ -214,16 +214,17 @@ impl<T: Copy> Producer<T> {
         })
     }
 
-    /// Moves `value` into the free slot that a look for room (`try_room`) just found.
+    /// Moves `value` into the free slot that a look for room (`try_room`, `wait_room`) just
+    /// found.
     #[inline(always)]
-    fn push_into_room(&mut self, value: T) {
+    pub(crate) fn push_into_room(&mut self, value: T) {
         let pushed = self.push_cached(value);
         debug_assert!(pushed, "a look for room saw a free slot");
     }
 
     /// Waits as `mode` says until `deadline` for `n` free slots (at most the capacity); too
     /// few at the end of the wait is a `Timeout`.
-    fn wait_room(
+    pub(crate) fn wait_room(
         &mut self,
         n: usize,
         mode: WaitMode,
@@ -241,10 +242,9 @@ impl<T: Copy> Producer<T> {
         .map_err(PushError::from)
     }
 
-    /// Pushes, waiting for room as `mode` says until `deadline`. The wait holds no value and
-    /// this is inlined, so `value` goes from the caller straight into the slot: a large `T`
-    /// is not copied once per layer (nor kept on the stack several times over).
-    #[inline(always)]
+    /// Pushes, waiting for room as `mode` says until `deadline`: the model's and the tests'
+    /// blocking push, made of the pieces the public one uses after its fast path.
+    #[cfg(any(test, shmlane_loom))]
     pub(crate) fn push_until(
         &mut self,
         value: T,

@@ -1,0 +1,111 @@
+//! What one call costs when it need not wait: one thread pushes a batch of u64 items into a
+//! ring of capacity 4096 and pops them back, with the non-blocking calls (`try_push`,
+//! `try_pop`) and with the blocking ones (`push`, `pop`), SPSC and MPMC. Nothing crosses
+//! between CPUs: this is the instructions of each call, the part that the ring's cache lines
+//! do not hide. A blocking call that finds room (or an item) should cost what the
+//! non-blocking one does.
+//!
+//! `cargo bench --bench calls`. The time is per item: one push and one pop.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shmlane::{mpmc, spsc, Backing};
+
+const CAPACITY: u64 = 4096;
+
+/// Pushes and pops `iters` items in batches of a ring's capacity, each call checked.
+fn batches<Tx, Rx>(
+    (tx, rx): &mut (Tx, Rx),
+    push: fn(&mut Tx, u64) -> bool,
+    pop: fn(&mut Rx) -> Option<u64>,
+    iters: u64,
+) -> Duration {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < iters {
+        let n = (iters - done).min(CAPACITY);
+        for i in 0..n {
+            assert!(push(tx, black_box(i)));
+        }
+        for i in 0..n {
+            assert_eq!(pop(rx), Some(i));
+        }
+        done += n;
+    }
+    start.elapsed()
+}
+
+fn spsc_ends() -> (spsc::Producer<u64>, spsc::Consumer<u64>) {
+    let chan = spsc::Channel::<u64>::builder()
+        .capacity(CAPACITY)
+        .populate(true)
+        .create(Backing::memfd("bench"))
+        .unwrap();
+    (chan.producer().unwrap(), chan.consumer().unwrap())
+}
+
+fn mpmc_ends() -> (mpmc::Producer<u64>, mpmc::Consumer<u64>) {
+    let chan = mpmc::Channel::<u64>::builder()
+        .capacity(CAPACITY)
+        .populate(true)
+        .create(Backing::memfd("bench"))
+        .unwrap();
+    (chan.producer().unwrap(), chan.consumer().unwrap())
+}
+
+fn calls(c: &mut Criterion) {
+    let mut group = c.benchmark_group("calls/u64");
+    group.throughput(Throughput::Elements(1));
+    let mut ends = spsc_ends();
+    group.bench_function("spsc/try", |b| {
+        b.iter_custom(|iters| {
+            batches(
+                &mut ends,
+                |tx, v| tx.try_push(v).is_ok(),
+                |rx| rx.try_pop().ok(),
+                iters,
+            )
+        })
+    });
+    group.bench_function("spsc/blocking", |b| {
+        b.iter_custom(|iters| {
+            batches(
+                &mut ends,
+                |tx, v| tx.push(v).is_ok(),
+                |rx| rx.pop().ok(),
+                iters,
+            )
+        })
+    });
+    let mut ends = mpmc_ends();
+    group.bench_function("mpmc/try", |b| {
+        b.iter_custom(|iters| {
+            batches(
+                &mut ends,
+                |tx, v| tx.try_push(v).is_ok(),
+                |rx| rx.try_pop().ok(),
+                iters,
+            )
+        })
+    });
+    group.bench_function("mpmc/blocking", |b| {
+        b.iter_custom(|iters| {
+            batches(
+                &mut ends,
+                |tx, v| tx.push(v).is_ok(),
+                |rx| rx.pop().ok(),
+                iters,
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = calls
+}
+criterion_main!(benches);
