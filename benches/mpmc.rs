@@ -15,6 +15,8 @@
 #[path = "../examples/common/affinity.rs"]
 mod affinity;
 mod common;
+#[path = "common/forked.rs"]
+mod forked;
 
 use std::hint::spin_loop;
 use std::sync::atomic::{
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::Regime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use forked::{now_ns, SharedPage};
 use shmlane::{mpmc, Backing};
 
 const CAPACITY: usize = 4096;
@@ -192,27 +195,16 @@ impl Queue for Channel {
     }
 }
 
-/// `pairs` producer and `pairs` consumer processes on one shmlane channel.
+/// `pairs` producer and `pairs` consumer processes on one shmlane channel, timed as the
+/// threads are: from the start line to the last consumer's last item (the forks and the
+/// exits are not part of moving items).
 fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
     let chan = Shmlane::new();
-    // Start line and sentinel count, shared with the children.
-    // SAFETY: an anonymous shared mapping of one page, checked below.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(page, libc::MAP_FAILED);
-    // SAFETY: the page is zeroed, aligned, and outlives the children (unmapped at the end).
-    let (ready, go, stops) = unsafe {
-        let words = page as *const AtomicU64;
-        (&*words, &*words.add(16), &*words.add(32))
-    };
+    // Set-up count, start line, sentinel count and each consumer's end time, each on a
+    // cache line of its own.
+    let page = SharedPage::new();
+    let (ready, go, stops) = (page.word(0), page.word(16), page.word(32));
+    let end = |consumer: usize| page.word(48 + 16 * consumer);
     let share = iters / pairs as u64;
     let mut children = Vec::new();
     for role in 0..2 * pairs {
@@ -235,8 +227,10 @@ fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
                 while go.load(Acquire) == 0 {
                     spin_loop();
                 }
+                let popped = consume::<Shmlane>(&mut rx, stops, pairs as u64, regime);
+                end(role - pairs).store(now_ns(), Release);
                 // Each consumer's count goes back through the exit status, modulo 256.
-                (consume::<Shmlane>(&mut rx, stops, pairs as u64, regime) % 256) as i32
+                (popped % 256) as i32
             };
             // SAFETY: leave without the parent's destructors.
             unsafe { libc::_exit(code) };
@@ -246,7 +240,7 @@ fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
     while ready.load(Acquire) != 2 * pairs as u64 {
         spin_loop();
     }
-    let start = Instant::now();
+    let start = now_ns();
     go.store(1, Release);
     let mut popped_mod = 0;
     for (i, pid) in children.into_iter().enumerate() {
@@ -258,15 +252,13 @@ fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
             popped_mod += libc::WEXITSTATUS(status) as u64;
         }
     }
-    let elapsed = start.elapsed();
     assert_eq!(
         popped_mod % 256,
         (share * pairs as u64) % 256,
         "items lost or duplicated"
     );
-    // SAFETY: the children are gone; nobody maps the page but us.
-    unsafe { libc::munmap(page, 4096) };
-    elapsed
+    let last = (0..pairs).map(|c| end(c).load(Acquire)).max().unwrap();
+    Duration::from_nanos(last - start)
 }
 
 fn mpmc(c: &mut Criterion) {

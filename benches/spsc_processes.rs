@@ -5,7 +5,9 @@
 //!
 //! `cargo bench --bench spsc_processes`. Each sample forks a child that receives `iters`
 //! messages, checking the sequence number in the first word of each, and exits; the time
-//! runs from the first send to the child's exit.
+//! runs from the moment the child is set up (its end of the channel open, its CPU pinned)
+//! to the moment it took the last message, as the two-thread benches time their threads:
+//! the fork and the exit are not messages.
 //!
 //! 4 KiB messages also go through shmlane's chunks (written and read in place, one
 //! publication per chunk) beside a minimal hand-written ring in a shared mapping (two
@@ -14,60 +16,98 @@
 
 #[path = "../examples/common/affinity.rs"]
 mod affinity;
+#[path = "common/forked.rs"]
+mod forked;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use forked::{now_ns, SharedPage};
 use shmlane::{spsc, Backing};
 
-/// Forks a child that runs `receive` and exits with 0 if it returns true; returns its pid.
-fn spawn(receive: impl FnOnce() -> bool) -> libc::pid_t {
-    // SAFETY: the child only runs `receive` and _exits.
+/// A forked receiver, and the page where it says when it is set up and when it is done.
+struct Receiver {
+    pid: libc::pid_t,
+    page: SharedPage,
+}
+
+/// Words of [`Receiver`]'s page: non-zero once set up; the clock at its last message.
+const READY: usize = 0;
+const DONE: usize = 16;
+
+/// Forks a child that runs `setup`, says it is ready, passes what `setup` made to `receive`,
+/// notes the time, and exits with 0 if `receive` returned true.
+fn spawn<S>(setup: impl FnOnce() -> S, receive: impl FnOnce(S) -> bool) -> Receiver {
+    let page = SharedPage::new();
+    // SAFETY: the child only runs `setup` and `receive` and _exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
         affinity::pin(1);
-        let ok = receive();
+        let state = setup();
+        page.word(READY).store(1, Release);
+        let ok = receive(state);
+        page.word(DONE).store(now_ns(), Release);
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
-    pid
+    Receiver { pid, page }
 }
 
-/// Waits for the child and asserts it checked every message.
-fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the receiver failed"
-    );
+impl Receiver {
+    /// Waits until the child is set up: the clock reading a run starts at.
+    fn ready(&self) -> u64 {
+        while self.page.word(READY).load(Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        now_ns()
+    }
+
+    /// Reaps the child, asserting it checked every message: the time from `start` to its
+    /// last message.
+    fn finish(self, start: u64) -> Duration {
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(self.pid, &mut status, 0) }, self.pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the receiver failed"
+        );
+        Duration::from_nanos(self.page.word(DONE).load(Acquire) - start)
+    }
+}
+
+/// Slots in the per-message rings: the two-thread benches' 4096, as many as fit in 1 MiB
+/// for messages too large for that.
+fn capacity(message_bytes: u64) -> u64 {
+    ((1 << 20) / message_bytes).clamp(64, 4096)
 }
 
 fn shmlane_run<const WORDS: usize>(iters: u64) -> Duration {
-    let capacity = ((1 << 20) / (8 * WORDS as u64)).next_power_of_two().max(64);
+    let capacity = capacity(8 * WORDS as u64);
     let chan = spsc::Channel::<[u64; WORDS]>::builder()
         .capacity(capacity)
         .populate(true)
         .create(Backing::memfd("bench"))
         .unwrap();
-    let child = spawn(|| {
-        let mut rx = chan.consumer().unwrap();
-        // black_box: the whole message is received, as a read from a socket would be, not
-        // only the word checked.
-        (0..iters).all(|seq| rx.pop().is_ok_and(|m| std::hint::black_box(m)[0] == seq))
-    });
+    let child = spawn(
+        || chan.consumer().unwrap(),
+        |mut rx| {
+            // black_box: the whole message is received, as a read from a socket would be,
+            // not only the word checked.
+            (0..iters).all(|seq| rx.pop().is_ok_and(|m| std::hint::black_box(m)[0] == seq))
+        },
+    );
     let mut tx = chan.producer().unwrap();
-    let start = Instant::now();
+    let start = child.ready();
     let mut message = [0u64; WORDS];
     for seq in 0..iters {
         message[0] = seq;
         tx.push(message).unwrap();
     }
-    reap(child);
-    start.elapsed()
+    child.finish(start)
 }
 
 /// 4 KiB messages: the words of one.
@@ -90,30 +130,32 @@ fn shmlane_chunks_4k(iters: u64) -> Duration {
         .populate(true)
         .create(Backing::memfd("bench"))
         .unwrap();
-    let child = spawn(|| {
-        let mut rx = chan.consumer().unwrap();
-        let mut out = [0u64; BIG];
-        let mut seq = 0;
-        while seq < iters {
-            let Ok(chunk) = rx.read_chunk_upto(BIG_CHUNK) else {
-                std::hint::spin_loop();
-                continue;
-            };
-            let (a, b) = chunk.as_slices();
-            for message in a.iter().chain(b) {
-                if !take(message, &mut out, seq) {
-                    return false;
+    let child = spawn(
+        || chan.consumer().unwrap(),
+        |mut rx| {
+            let mut out = [0u64; BIG];
+            let mut seq = 0;
+            while seq < iters {
+                let Ok(chunk) = rx.read_chunk_upto(BIG_CHUNK) else {
+                    std::hint::spin_loop();
+                    continue;
+                };
+                let (a, b) = chunk.as_slices();
+                for message in a.iter().chain(b) {
+                    if !take(message, &mut out, seq) {
+                        return false;
+                    }
+                    seq += 1;
                 }
-                seq += 1;
+                let n = chunk.len();
+                chunk.release(n);
             }
-            let n = chunk.len();
-            chunk.release(n);
-        }
-        true
-    });
+            true
+        },
+    );
     let mut tx = chan.producer().unwrap();
     let source = [7u64; BIG];
-    let start = Instant::now();
+    let start = child.ready();
     let mut seq = 0;
     while seq < iters {
         let want = (iters - seq).min(BIG_CHUNK as u64) as usize;
@@ -132,8 +174,7 @@ fn shmlane_chunks_4k(iters: u64) -> Duration {
         // SAFETY: every reserved slot was just written.
         unsafe { chunk.commit(n) };
     }
-    reap(child);
-    start.elapsed()
+    child.finish(start)
 }
 
 /// The hand-written ring's shared memory: two counters, each on its own cache lines, then
@@ -146,7 +187,6 @@ struct HandRing {
 }
 
 fn hand_ring_4k(iters: u64) -> Duration {
-    use std::sync::atomic::Ordering::{Acquire, Release};
     let len = std::mem::size_of::<HandRing>();
     // SAFETY: a fresh shared anonymous mapping (zeroed: counters 0), unmapped at the end.
     let ring = unsafe {
@@ -161,24 +201,27 @@ fn hand_ring_4k(iters: u64) -> Duration {
         assert_ne!(p, libc::MAP_FAILED);
         &*(p as *const HandRing)
     };
-    let child = spawn(|| {
-        let mut out = [0u64; BIG];
-        for seq in 0..iters {
-            while ring.tail.load(Acquire) == seq {
-                std::hint::spin_loop();
+    let child = spawn(
+        || (),
+        |()| {
+            let mut out = [0u64; BIG];
+            for seq in 0..iters {
+                while ring.tail.load(Acquire) == seq {
+                    std::hint::spin_loop();
+                }
+                // SAFETY: the producer published this slot (tail > seq) and leaves it alone until
+                // head passes it.
+                let message = unsafe { &*ring.slots[(seq % BIG_SLOTS) as usize].get() };
+                if !take(message, &mut out, seq) {
+                    return false;
+                }
+                ring.head.store(seq + 1, Release);
             }
-            // SAFETY: the producer published this slot (tail > seq) and leaves it alone until
-            // head passes it.
-            let message = unsafe { &*ring.slots[(seq % BIG_SLOTS) as usize].get() };
-            if !take(message, &mut out, seq) {
-                return false;
-            }
-            ring.head.store(seq + 1, Release);
-        }
-        true
-    });
+            true
+        },
+    );
     let source = [7u64; BIG];
-    let start = Instant::now();
+    let start = child.ready();
     for seq in 0..iters {
         while seq - ring.head.load(Acquire) == BIG_SLOTS {
             std::hint::spin_loop();
@@ -190,8 +233,7 @@ fn hand_ring_4k(iters: u64) -> Duration {
         slot[0] = seq;
         ring.tail.store(seq + 1, Release);
     }
-    reap(child);
-    let elapsed = start.elapsed();
+    let elapsed = child.finish(start);
     // SAFETY: the child is gone; nothing else maps it.
     unsafe { libc::munmap(ring as *const HandRing as *mut libc::c_void, len) };
     elapsed
@@ -257,19 +299,20 @@ fn fd_run(kind: Option<libc::c_int>, size: usize, iters: u64) -> Duration {
     let (a, b) = pair(kind);
     // For a pipe, a reads and b writes; a socketpair works both ways.
     let (reader, writer) = (a, b);
-    let child = spawn(|| {
-        let mut buf = vec![0u8; size];
-        (0..iters).all(|seq| read_exact(&reader, &mut buf) && buf[..8] == seq.to_ne_bytes())
-    });
+    let child = spawn(
+        || vec![0u8; size],
+        |mut buf| {
+            (0..iters).all(|seq| read_exact(&reader, &mut buf) && buf[..8] == seq.to_ne_bytes())
+        },
+    );
     drop(reader);
     let mut buf = vec![0u8; size];
-    let start = Instant::now();
+    let start = child.ready();
     for seq in 0..iters {
         buf[..8].copy_from_slice(&seq.to_ne_bytes());
         write_all(&writer, &buf);
     }
-    reap(child);
-    start.elapsed()
+    child.finish(start)
 }
 
 fn spsc_processes(c: &mut Criterion) {
