@@ -37,69 +37,44 @@ fn batches<Tx, Rx>(
     start.elapsed()
 }
 
-fn spsc_ends() -> (spsc::Producer<u64>, spsc::Consumer<u64>) {
-    let chan = spsc::Channel::<u64>::builder()
-        .capacity(CAPACITY)
-        .populate(true)
-        .create(Backing::memfd("bench"))
-        .unwrap();
-    (chan.producer().unwrap(), chan.consumer().unwrap())
-}
-
-fn mpmc_ends() -> (mpmc::Producer<u64>, mpmc::Consumer<u64>) {
-    let chan = mpmc::Channel::<u64>::builder()
-        .capacity(CAPACITY)
-        .populate(true)
-        .create(Backing::memfd("bench"))
-        .unwrap();
-    (chan.producer().unwrap(), chan.consumer().unwrap())
+/// The non-blocking and the blocking pair of channel module `$kind` (`spsc` or `mpmc`),
+/// each as a case of `$group`.
+macro_rules! cases {
+    ($group:expr, $kind:ident) => {{
+        let chan = $kind::Channel::<u64>::builder()
+            .capacity(CAPACITY)
+            .populate(true)
+            .create(Backing::memfd("bench"))
+            .unwrap();
+        let mut ends = (chan.producer().unwrap(), chan.consumer().unwrap());
+        $group.bench_function(concat!(stringify!($kind), "/try"), |b| {
+            b.iter_custom(|iters| {
+                batches(
+                    &mut ends,
+                    |tx, v| tx.try_push(v).is_ok(),
+                    |rx| rx.try_pop().ok(),
+                    iters,
+                )
+            })
+        });
+        $group.bench_function(concat!(stringify!($kind), "/blocking"), |b| {
+            b.iter_custom(|iters| {
+                batches(
+                    &mut ends,
+                    |tx, v| tx.push(v).is_ok(),
+                    |rx| rx.pop().ok(),
+                    iters,
+                )
+            })
+        });
+    }};
 }
 
 fn calls(c: &mut Criterion) {
     let mut group = c.benchmark_group("calls/u64");
     group.throughput(Throughput::Elements(1));
-    let mut ends = spsc_ends();
-    group.bench_function("spsc/try", |b| {
-        b.iter_custom(|iters| {
-            batches(
-                &mut ends,
-                |tx, v| tx.try_push(v).is_ok(),
-                |rx| rx.try_pop().ok(),
-                iters,
-            )
-        })
-    });
-    group.bench_function("spsc/blocking", |b| {
-        b.iter_custom(|iters| {
-            batches(
-                &mut ends,
-                |tx, v| tx.push(v).is_ok(),
-                |rx| rx.pop().ok(),
-                iters,
-            )
-        })
-    });
-    let mut ends = mpmc_ends();
-    group.bench_function("mpmc/try", |b| {
-        b.iter_custom(|iters| {
-            batches(
-                &mut ends,
-                |tx, v| tx.try_push(v).is_ok(),
-                |rx| rx.try_pop().ok(),
-                iters,
-            )
-        })
-    });
-    group.bench_function("mpmc/blocking", |b| {
-        b.iter_custom(|iters| {
-            batches(
-                &mut ends,
-                |tx, v| tx.push(v).is_ok(),
-                |rx| rx.pop().ok(),
-                iters,
-            )
-        })
-    });
+    cases!(group, spsc);
+    cases!(group, mpmc);
     group.finish();
 }
 
