@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use common::Regime;
 use pair::{array_queue_items, per_item, rtrb_items, shmlane_items, CAPACITY};
-use shmlane::{mpmc, Backing};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -74,11 +73,7 @@ fn case(
 
 /// shmlane's MPMC ring, one producer and one consumer, through [`per_item`].
 fn mpmc_items(regime: Regime, iters: u64) -> Duration {
-    let chan = mpmc::Channel::<u64>::builder()
-        .capacity(CAPACITY as u64)
-        .populate(true)
-        .create(Backing::memfd("bench"))
-        .unwrap();
+    let chan = common::mpmc_channel(CAPACITY);
     per_item(
         (chan.producer().unwrap(), chan.consumer().unwrap()),
         |tx, v| tx.try_push(v).is_ok(),

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use common::Regime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use forked::{now_ns, SharedPage};
-use shmlane::{mpmc, Backing};
+use shmlane::mpmc;
 
 const CAPACITY: usize = 4096;
 const STOP: u64 = u64::MAX;
@@ -151,13 +151,7 @@ impl Queue for Shmlane {
 
 impl Shmlane {
     fn new() -> Shmlane {
-        Shmlane(
-            mpmc::Channel::builder()
-                .capacity(CAPACITY as u64)
-                .populate(true)
-                .create(Backing::memfd("bench"))
-                .unwrap(),
-        )
+        Shmlane(common::mpmc_channel(CAPACITY))
     }
 }
 

@@ -1,4 +1,5 @@
-//! What the benches share: how a party waits when it misses (ring full or empty).
+//! What the benches share: how a party waits when it misses (ring full or empty), and the
+//! MPMC channel they measure.
 
 use std::hint::spin_loop;
 
@@ -39,4 +40,15 @@ impl Regime {
             spin_loop();
         }
     }
+}
+
+/// The MPMC channel the MPMC cases measure: u64 items, `capacity` slots, memfd-backed, its
+/// pages populated up front.
+#[allow(dead_code)] // spsc_threads has no MPMC case
+pub fn mpmc_channel(capacity: usize) -> shmlane::mpmc::Channel<u64> {
+    shmlane::mpmc::Channel::builder()
+        .capacity(capacity as u64)
+        .populate(true)
+        .create(shmlane::Backing::memfd("bench"))
+        .unwrap()
 }
