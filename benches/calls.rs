@@ -18,8 +18,8 @@ const CAPACITY: u64 = 4096;
 /// Pushes and pops `iters` items in batches of a ring's capacity, each call checked.
 fn batches<Tx, Rx>(
     (tx, rx): &mut (Tx, Rx),
-    push: fn(&mut Tx, u64) -> bool,
-    pop: fn(&mut Rx) -> Option<u64>,
+    mut push: impl FnMut(&mut Tx, u64) -> bool,
+    mut pop: impl FnMut(&mut Rx) -> Option<u64>,
     iters: u64,
 ) -> Duration {
     let start = Instant::now();
