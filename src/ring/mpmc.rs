@@ -29,7 +29,7 @@
 
 use crossbeam_utils::Backoff;
 
-use super::{RingMem, POS_LIMIT};
+use super::{write_slot, RingMem, POS_LIMIT};
 use crate::error::{Corruption, PopError, PushError, TryPopError, TryPushError};
 use crate::layout::{entry_state, role_count, Entry, Line, MpmcSlot, IDLE};
 use crate::sync::{
@@ -281,7 +281,7 @@ impl<T: Copy> Endpoint<T> {
     pub(crate) fn put_at(&self, Claimed { pos, slot }: Claimed<'_, T>, value: T) {
         // SAFETY: our CAS gave us position `pos`; its slot is free (sequence `pos`) and no
         // one else writes or reads it until we publish.
-        slot.value.with_mut(|p| unsafe { p.write(value) });
+        slot.value.with_mut(|p| unsafe { write_slot(p, value) });
         // Release: pairs with the Acquire load in `dequeue`: the value is visible before the
         // sequence that says it is there.
         slot.seq.store(pos + 1, Release);

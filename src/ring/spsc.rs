@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use super::{peer_gone, publish, POS_LIMIT};
+use super::{peer_gone, publish, write_slot, POS_LIMIT};
 use super::{RingMem, Slot};
 use crate::error::{ChunkError, Corruption, PopError, PushError, TryPopError, TryPushError};
 use crate::sync::Ordering::Acquire;
@@ -112,7 +112,7 @@ impl<T: Copy> Producer<T> {
         // released it and will not read it until we publish a tail past it.
         self.mem
             .slot(self.tail)
-            .with_mut(|p| unsafe { p.write(value) });
+            .with_mut(|p| unsafe { write_slot(p, value) });
         self.commit(1);
         true
     }
