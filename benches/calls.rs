@@ -10,7 +10,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use shmlane::{mpmc, spsc, Backing};
 
 const CAPACITY: u64 = 4096;
@@ -37,6 +38,19 @@ fn batches<Tx, Rx>(
     start.elapsed()
 }
 
+/// One case of `group`: `batches` through `ends` with `push` and `pop`.
+fn case<Tx, Rx>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    ends: &mut (Tx, Rx),
+    push: impl Fn(&mut Tx, u64) -> bool + Copy,
+    pop: impl Fn(&mut Rx) -> Option<u64> + Copy,
+) {
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| batches(ends, push, pop, iters))
+    });
+}
+
 /// The non-blocking and the blocking pair of channel module `$kind` (`spsc` or `mpmc`),
 /// each as a case of `$group`.
 macro_rules! cases {
@@ -47,26 +61,22 @@ macro_rules! cases {
             .create(Backing::memfd("bench"))
             .unwrap();
         let mut ends = (chan.producer().unwrap(), chan.consumer().unwrap());
-        $group.bench_function(concat!(stringify!($kind), "/try"), |b| {
-            b.iter_custom(|iters| {
-                batches(
-                    &mut ends,
-                    |tx, v| tx.try_push(v).is_ok(),
-                    |rx| rx.try_pop().ok(),
-                    iters,
-                )
-            })
-        });
-        $group.bench_function(concat!(stringify!($kind), "/blocking"), |b| {
-            b.iter_custom(|iters| {
-                batches(
-                    &mut ends,
-                    |tx, v| tx.push(v).is_ok(),
-                    |rx| rx.pop().ok(),
-                    iters,
-                )
-            })
-        });
+        let try_name = concat!(stringify!($kind), "/try");
+        case(
+            &mut $group,
+            try_name,
+            &mut ends,
+            |tx, v| tx.try_push(v).is_ok(),
+            |rx| rx.try_pop().ok(),
+        );
+        let blocking_name = concat!(stringify!($kind), "/blocking");
+        case(
+            &mut $group,
+            blocking_name,
+            &mut ends,
+            |tx, v| tx.push(v).is_ok(),
+            |rx| rx.pop().ok(),
+        );
     }};
 }
 
