@@ -179,6 +179,7 @@ pub struct Producer<T: Pod>(Registered<T>);
 impl<T: Pod> Producer<T> {
     /// Pushes `value` if there is room, without waiting. Never blocks; a caller that keeps
     /// finding the ring full has the CPU given away now and then (module docs).
+    #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         if self.push_at_once(value) {
             return Ok(());
@@ -301,6 +302,7 @@ pub struct Consumer<T: Pod> {
 impl<T: Pod> Consumer<T> {
     /// Pops a value if one is ready, without waiting. Never blocks; a caller that keeps
     /// finding the ring empty has the CPU given away now and then (module docs).
+    #[inline]
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         if let Some(position) = self.hole_left() {
             return Err(TryPopError::ProducerDied { position });
