@@ -105,7 +105,7 @@ if ratios:
 
 print()
 print("Interleaved A/B (`cargo bench --bench interleaved`): median rates in M items/s, and the")
-print("median of the per-pair ratios with their range")
+print("median of the per-pair ratios with their quartiles")
 print()
 print("".join(l for l in open(os.path.join(os.environ["RESULTS"], "interleaved.md")) if l.startswith("|")), end="")
 
