@@ -101,6 +101,12 @@ impl<T: Copy> Producer<T> {
         Ok(())
     }
 
+    /// Whether the cached head shows a free slot, reading nothing the consumer writes.
+    #[inline(always)]
+    pub(crate) fn has_cached_room(&self) -> bool {
+        self.cached_free() > 0
+    }
+
     /// Pushes one value if the cached head shows a free slot, reading nothing the consumer
     /// writes: `false` when it shows none (then [`try_room`](Self::try_room) looks again).
     #[inline(always)]
@@ -197,8 +203,8 @@ impl<T: Copy> Producer<T> {
     }
 
     /// One push attempt: done (pushed or failed for good), or `None` when the ring is full
-    /// and the consumer still there.
-    #[inline]
+    /// and the consumer still there: the model's non-blocking push.
+    #[cfg(shmlane_loom)]
     pub(crate) fn try_push(
         &mut self,
         value: T,
