@@ -11,7 +11,9 @@ use common::{
     expect_exit, fork, in_memory_cgroup, in_private_tmpfs, is_root, no_space, poke_u64, unique,
     ScratchDir, SKIP,
 };
-use shmlane::{spsc, Backing, ChunkError, Error, PeerState, PopError, TryPopError};
+use shmlane::{
+    spsc, Backing, ChunkError, Error, PeerState, PopError, PushError, TryPopError, TryPushError,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
 #[repr(C)]
@@ -754,6 +756,48 @@ fn the_file_mode_is_exactly_as_asked() {
 
 /// Found while writing the `spsc_ops` fuzz model: chunk calls answered from a stale cached
 /// count gave a short `_upto` chunk, or `Disconnected` while committed items waited.
+/// `WORDS`-word values through a ring of 4, twice around: each arrives whole, and a push
+/// into the full ring gives its value back whole (`try_push` and `push_timeout`).
+fn whole_values_round_trip<const WORDS: usize>()
+where
+    [u64; WORDS]: Pod,
+{
+    let value = |n: u64| -> [u64; WORDS] { std::array::from_fn(|i| (n << 32) | (i as u64 + 1)) };
+    let chan = spsc::Channel::<[u64; WORDS]>::create(Backing::memfd("whole"), 4).unwrap();
+    let mut tx = chan.producer().unwrap();
+    let mut rx = chan.consumer().unwrap();
+    for lap in 0..2 {
+        for n in 0..4 {
+            let n = lap * 4 + n;
+            if n % 2 == 0 {
+                tx.try_push(value(n)).unwrap();
+            } else {
+                tx.push(value(n)).unwrap();
+            }
+        }
+        match tx.try_push(value(99)) {
+            Err(TryPushError::Full(back)) => assert_eq!(back, value(99)),
+            other => panic!("a push into a full ring: {other:?}"),
+        }
+        match tx.push_timeout(value(98), Duration::from_millis(1)) {
+            Err(PushError::Timeout(back)) => assert_eq!(back, value(98)),
+            other => panic!("a blocking push into a full ring: {other:?}"),
+        }
+        for n in 0..4 {
+            assert_eq!(rx.try_pop().unwrap(), value(lap * 4 + n));
+        }
+    }
+    assert!(matches!(rx.try_pop(), Err(TryPopError::Empty)));
+}
+
+#[test]
+fn values_written_word_by_word_or_whole_arrive_whole_and_come_back_whole_when_full() {
+    whole_values_round_trip::<1>();
+    whole_values_round_trip::<8>();
+    whole_values_round_trip::<32>();
+    whole_values_round_trip::<40>();
+}
+
 #[test]
 fn chunks_count_what_is_there_not_what_was_cached() {
     let chan = spsc::Channel::<u64>::create(Backing::memfd("stale-counts"), 8).unwrap();
