@@ -107,30 +107,32 @@ impl<T: Copy> Producer<T> {
         self.cached_free() > 0
     }
 
-    /// Pushes one value if the cached head shows a free slot, reading nothing the consumer
-    /// writes: `false` when it shows none (then [`try_room`](Self::try_room) looks again).
+    /// Moves `value` into the free slot that a look for room ([`has_cached_room`],
+    /// [`try_room`], [`wait_room`]) just found, and publishes it. The one place a pushed
+    /// value is written, and no second look: every caller has looked.
+    ///
+    /// [`has_cached_room`]: Self::has_cached_room
+    /// [`try_room`]: Self::try_room
+    /// [`wait_room`]: Self::wait_room
     #[inline(always)]
-    pub(crate) fn push_cached(&mut self, value: T) -> bool {
-        if self.cached_free() == 0 {
-            return false;
-        }
-        // SAFETY: the slot at `tail` is free (tail - head < capacity): the consumer has
-        // released it and will not read it until we publish a tail past it.
+    pub(crate) fn push_into_room(&mut self, value: T) {
+        debug_assert!(self.has_cached_room(), "a look for room saw a free slot");
+        // SAFETY: the slot at `tail` is free (tail - head < capacity, the caller's look): the
+        // consumer has released it and will not read it until we publish a tail past it.
         self.mem
             .slot(self.tail)
             .with_mut(|p| unsafe { write_slot(p, value) });
         self.commit(1);
-        true
     }
 
     /// Pushes one value if a slot is free: `Ok(false)` when full.
     #[cfg(test)]
     pub(crate) fn push(&mut self, value: T) -> Result<bool, Corruption> {
-        if self.push_cached(value) {
-            return Ok(true);
+        if self.free(1)? == 0 {
+            return Ok(false);
         }
-        self.refresh()?;
-        Ok(self.push_cached(value))
+        self.push_into_room(value);
+        Ok(true)
     }
 
     /// Pushes as many values from the front of `values` as fit, with one publication.
@@ -218,14 +220,6 @@ impl<T: Copy> Producer<T> {
             }
             Err(e) => Err(e.with(value)),
         })
-    }
-
-    /// Moves `value` into the free slot that a look for room (`try_room`, `wait_room`) just
-    /// found.
-    #[inline(always)]
-    pub(crate) fn push_into_room(&mut self, value: T) {
-        let pushed = self.push_cached(value);
-        debug_assert!(pushed, "a look for room saw a free slot");
     }
 
     /// Waits as `mode` says until `deadline` for `n` free slots (at most the capacity); too
