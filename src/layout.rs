@@ -6,8 +6,10 @@
 //!     64    4   init                     creator: READY, last, with Release
 //!     68    4   producer_state           SPSC: NONE/ACTIVE/CLOSED; MPMC: EVER | live count
 //!     72    4   consumer_state           likewise for the consumer role(s)
-//!    128  128   producer Line            SPSC tail / MPMC enqueue position; consumers park on
-//!                                        its event word
+//!     76    4   express                  SPSC: 1 while the producer fills its lane
+//!    128  128   producer Line            SPSC tail and lane (the last item pushed alone) /
+//!                                        MPMC enqueue position; consumers park on its event
+//!                                        word
 //!    256  128   consumer Line            SPSC head / MPMC dequeue position; producers park
 //!                                        on its event word
 //!    384  128*R registry (MPMC)          one Entry per endpoint: role and claimed position
@@ -25,7 +27,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// First eight bytes of every shmlane region.
 pub(crate) const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// Bumped on any change to this file's layout or to a ring's protocol.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// `init` once the creator has written everything else.
 pub(crate) const READY: u32 = 0x5245_4459; // "REDY"
 /// Alignment unit of every writer-owned group and of the slot array.
@@ -136,11 +138,26 @@ pub(crate) struct Line {
     /// SPSC: tail (producer line) or head (consumer line); MPMC: the enqueue or dequeue
     /// position. Never wraps in practice (u64).
     pub pos: AtomicU64,
-    _pos_line: [u8; 56],
+    /// SPSC producer line only: the last item pushed on its own, beside the tail.
+    pub lane: Lane,
     /// Futex word: bumped by this line's owner after it makes progress, when `waiters` > 0.
     pub event: AtomicU32,
     /// Peers parked on `event`.
     pub waiters: AtomicU32,
+}
+
+/// Words in a [`Lane`]: what fits in a cache line beside a position and the lane's sequence.
+pub(crate) const LANE_WORDS: usize = 6;
+
+/// A copy of the last item an SPSC producer pushed on its own, on the tail's cache line: a
+/// consumer that finds exactly that one item reads it with the tail, so one cache line
+/// crosses between the cores per message instead of two (the slot's and the tail's). A
+/// sequence lock: `seq` is `2p + 1` while item `p` is copied in and `2p + 2` once it is
+/// whole; anything else (0 when unused) matches no item.
+#[repr(C)]
+pub(crate) struct Lane {
+    pub seq: AtomicU64,
+    pub words: [AtomicU64; LANE_WORDS],
 }
 
 /// The fixed header. Lives at offset 0 of a mapping, or on the heap under loom and miri.
@@ -150,6 +167,10 @@ pub(crate) struct Header {
     pub init: AtomicU32,
     pub producer_state: AtomicU32,
     pub consumer_state: AtomicU32,
+    /// SPSC: 1 while the producer copies each item it pushes on its own into its line's
+    /// [`Lane`], so that a consumer looks there only then. A hint: the lane's sequence
+    /// decides what the lane holds.
+    pub express: AtomicU32,
     pub producer: Line,
     pub consumer: Line,
 }
@@ -173,9 +194,12 @@ mod pinned {
     const_assert_eq!(offset_of!(Header, init), 64);
     const_assert_eq!(offset_of!(Header, producer_state), 68);
     const_assert_eq!(offset_of!(Header, consumer_state), 72);
+    const_assert_eq!(offset_of!(Header, express), 76);
     const_assert_eq!(offset_of!(Header, producer), 128);
     const_assert_eq!(offset_of!(Header, consumer), 256);
     const_assert_eq!(offset_of!(Line, pos), 0);
+    const_assert_eq!(offset_of!(Line, lane), 8);
+    const_assert_eq!(size_of::<Lane>(), 8 + 8 * LANE_WORDS);
     const_assert_eq!(offset_of!(Line, event), 64);
     const_assert_eq!(offset_of!(Line, waiters), 68);
     const_assert_eq!(size_of::<Line>(), GROUP);
@@ -472,6 +496,7 @@ impl Header {
             init: AtomicU32::new(READY),
             producer_state: AtomicU32::new(state),
             consumer_state: AtomicU32::new(state),
+            express: AtomicU32::new(0),
             producer: Line::new(),
             consumer: Line::new(),
         }
@@ -494,7 +519,10 @@ impl Line {
     fn new() -> Line {
         Line {
             pos: AtomicU64::new(0),
-            _pos_line: [0; 56],
+            lane: Lane {
+                seq: AtomicU64::new(0),
+                words: std::array::from_fn(|_| AtomicU64::new(0)),
+            },
             event: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
         }

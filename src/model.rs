@@ -8,9 +8,7 @@ use crate::ring::{self, mpmc, spsc};
 use crate::wait::WaitMode;
 
 /// A ring of `capacity` slots on the heap, split into its two ends.
-pub fn spsc<T: bytemuck::Zeroable + Copy + Send + 'static>(
-    capacity: u64,
-) -> (Producer<T>, Consumer<T>) {
+pub fn spsc<T: bytemuck::Pod + Send + 'static>(capacity: u64) -> (Producer<T>, Consumer<T>) {
     let mem = spsc::heap::<T>(capacity);
     let producer = spsc::Producer::attach(mem.clone()).expect("a new ring is consistent");
     let consumer = spsc::Consumer::attach(mem).expect("a new ring is consistent");
@@ -26,7 +24,12 @@ pub struct Producer<T> {
     ring: spsc::Producer<T>,
 }
 
-impl<T: Copy> Producer<T> {
+impl<T: bytemuck::Pod> Producer<T> {
+    /// As `spsc::Producer::set_express`.
+    pub fn set_express(&mut self, express: bool) {
+        self.ring.set_express(express);
+    }
+
     /// As `spsc::Producer::try_push`.
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         self.ring
@@ -57,7 +60,7 @@ pub struct Consumer<T> {
     ring: spsc::Consumer<T>,
 }
 
-impl<T: Copy> Consumer<T> {
+impl<T: bytemuck::Pod> Consumer<T> {
     /// As `spsc::Consumer::try_pop`.
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         self.ring

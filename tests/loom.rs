@@ -54,6 +54,33 @@ fn push_pop_across_wrap_around() {
 }
 
 #[test]
+fn express_pushes_arrive_once_in_order_from_the_lane_or_the_slot() {
+    loom::model(|| {
+        let (mut tx, mut rx) = model::spsc::<u32>(2);
+        tx.set_express(true);
+        let producer = thread::spawn(move || push_all(&mut tx, 1..=3));
+        assert_eq!(pop_n(&mut rx, 3), [1, 2, 3]);
+        producer.join().unwrap();
+        assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
+    });
+}
+
+#[test]
+fn express_pushes_reach_a_blocked_pop() {
+    loom::model(|| {
+        let (mut tx, mut rx) = model::spsc::<u32>(2);
+        tx.set_express(true);
+        let producer = thread::spawn(move || {
+            tx.push(7).unwrap();
+            tx.push(8).unwrap();
+        });
+        assert_eq!(rx.pop(), Ok(7));
+        assert_eq!(rx.pop(), Ok(8));
+        producer.join().unwrap();
+    });
+}
+
+#[test]
 fn chunk_commit_and_release() {
     loom::model(|| {
         let (mut tx, mut rx) = model::spsc::<u32>(4);

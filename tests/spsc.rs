@@ -33,12 +33,17 @@ impl Item {
 
 const MILLION: u64 = 1_000_000;
 
-/// The child pushes `MILLION` items, mixing single pushes and chunks; the parent pops them
-/// all, checks each, then sees the clean close.
-fn million_items(parent: spsc::Channel<Item>, open_in_child: impl FnOnce() -> spsc::Channel<Item>) {
+/// The child pushes `MILLION` items, mixing single pushes (express ones if `express`) and
+/// chunks; the parent pops them all, checks each, then sees the clean close.
+fn million_items(
+    parent: spsc::Channel<Item>,
+    express: bool,
+    open_in_child: impl FnOnce() -> spsc::Channel<Item>,
+) {
     let mut child = fork(move || {
         let chan = open_in_child();
         let mut tx = chan.producer().unwrap();
+        tx.set_express(express);
         let mut seq = 0;
         while seq < MILLION {
             if seq % 3 == 0 {
@@ -80,7 +85,7 @@ fn a_million_items_cross_processes_over_shm() {
     let _serial = common::serial();
     let name = unique("million-shm");
     let chan = spsc::Channel::<Item>::create(Backing::shm(&name), 1024).unwrap();
-    million_items(chan, move || {
+    million_items(chan, false, move || {
         spsc::Channel::open(Backing::shm(&name)).unwrap()
     });
 }
@@ -91,7 +96,7 @@ fn a_million_items_cross_processes_over_a_file() {
     let dir = ScratchDir::new("million-file");
     let path = dir.path("ring");
     let chan = spsc::Channel::<Item>::create(Backing::file(&path), 1024).unwrap();
-    million_items(chan, move || {
+    million_items(chan, false, move || {
         spsc::Channel::open(Backing::file(&path)).unwrap()
     });
 }
@@ -101,7 +106,91 @@ fn a_million_items_cross_processes_over_a_memfd() {
     let _serial = common::serial();
     let chan = spsc::Channel::<Item>::create(Backing::memfd("million"), 1024).unwrap();
     let fd = chan.fd().try_clone_to_owned().unwrap();
-    million_items(chan, move || spsc::Channel::from_fd(fd).unwrap());
+    million_items(chan, false, move || spsc::Channel::from_fd(fd).unwrap());
+}
+
+#[test]
+fn a_million_items_cross_processes_with_express_pushes_among_chunks() {
+    let _serial = common::serial();
+    let chan = spsc::Channel::<Item>::create(Backing::memfd("million-express"), 1024).unwrap();
+    let fd = chan.fd().try_clone_to_owned().unwrap();
+    million_items(chan, true, move || spsc::Channel::from_fd(fd).unwrap());
+}
+
+/// A child echoes every item back on a second channel, both producers pushing express; the
+/// parent sends items one at a time and checks that each comes back exactly.
+#[test]
+fn express_ping_pong_between_processes_returns_every_item_exactly() {
+    let _serial = common::serial();
+    const ROUND_TRIPS: u64 = 20_000;
+    let ping = spsc::Channel::<Item>::create(Backing::memfd("express-ping"), 64).unwrap();
+    let pong = spsc::Channel::<Item>::create(Backing::memfd("express-pong"), 64).unwrap();
+    let (ping_fd, pong_fd) = (
+        ping.fd().try_clone_to_owned().unwrap(),
+        pong.fd().try_clone_to_owned().unwrap(),
+    );
+    let mut child = fork(move || {
+        let mut rx = spsc::Channel::<Item>::from_fd(ping_fd)
+            .unwrap()
+            .consumer()
+            .unwrap();
+        let mut tx = spsc::Channel::<Item>::from_fd(pong_fd)
+            .unwrap()
+            .producer()
+            .unwrap();
+        tx.set_express(true);
+        loop {
+            match rx.pop() {
+                Ok(item) => tx.push(item).unwrap(),
+                Err(PopError::Disconnected) => return 0,
+                Err(e) => panic!("echo: {e}"),
+            }
+        }
+    });
+    let mut tx = ping.producer().unwrap();
+    let mut rx = pong.consumer().unwrap();
+    tx.set_express(true);
+    for seq in 0..ROUND_TRIPS {
+        tx.push(Item::new(seq)).unwrap();
+        assert_eq!(rx.pop(), Ok(Item::new(seq)));
+    }
+    drop(tx);
+    assert_eq!(child.wait(), 0);
+    assert_eq!(rx.pop(), Err(PopError::Disconnected));
+}
+
+/// Items of `N` bytes, each byte set from its sequence number, sent one at a time to a
+/// thread that echoes them back, both producers pushing express: every one comes back
+/// exactly, whether it fits beside the tail (up to 48 bytes) or not.
+fn express_items_of<const N: usize>() {
+    let item = |seq: u32| -> [u8; N] { std::array::from_fn(|i| (seq as u8) ^ (i as u8 * 7)) };
+    let ping = spsc::Channel::<[u8; N]>::create(Backing::memfd("express-ping"), 4).unwrap();
+    let pong = spsc::Channel::<[u8; N]>::create(Backing::memfd("express-pong"), 4).unwrap();
+    let (mut tx, mut rx) = (ping.producer().unwrap(), pong.consumer().unwrap());
+    let (mut echo_rx, mut echo_tx) = (ping.consumer().unwrap(), pong.producer().unwrap());
+    tx.set_express(true);
+    echo_tx.set_express(true);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            while let Ok(item) = echo_rx.pop() {
+                echo_tx.push(item).unwrap();
+            }
+        });
+        for seq in 0..5_000 {
+            tx.push(item(seq)).unwrap();
+            assert_eq!(rx.pop(), Ok(item(seq)), "item {seq} of {N} bytes");
+        }
+        drop(tx);
+    });
+}
+
+#[test]
+fn express_items_of_every_size_arrive_exactly() {
+    express_items_of::<1>();
+    express_items_of::<12>();
+    express_items_of::<47>();
+    express_items_of::<48>();
+    express_items_of::<49>();
 }
 
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
@@ -264,9 +353,12 @@ fn damaged_files_are_errors_not_crashes() {
         .collect();
     assert_eq!(field("random", &random), "magic");
 
-    let mut future = good.clone();
-    future[8..12].copy_from_slice(&2u32.to_ne_bytes());
-    assert_eq!(field("future", &future), "layout version");
+    let version = u32::from_ne_bytes(good[8..12].try_into().unwrap());
+    for other in [version - 1, version + 1] {
+        let mut bytes = good.clone();
+        bytes[8..12].copy_from_slice(&other.to_ne_bytes());
+        assert_eq!(field("other version", &bytes), "layout version");
+    }
 
     let mut zero_capacity = good.clone();
     set_u64(&mut zero_capacity, 16, 0);

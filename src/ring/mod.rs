@@ -2,6 +2,7 @@
 //! the memory is a mapping in normal use, and the heap under loom, miri and unit tests, through
 //! the one [`RingMem`] type.
 
+pub(crate) mod lane;
 pub(crate) mod mpmc;
 pub(crate) mod spsc;
 

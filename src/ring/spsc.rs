@@ -14,10 +14,12 @@
 
 use std::time::Instant;
 
-use super::{peer_gone, publish, write_slot, POS_LIMIT};
+use bytemuck::Pod;
+
+use super::{lane, peer_gone, publish, write_slot, POS_LIMIT};
 use super::{RingMem, Slot};
 use crate::error::{ChunkError, Corruption, PopError, PushError, TryPopError, TryPushError};
-use crate::sync::Ordering::Acquire;
+use crate::sync::Ordering::{Acquire, Relaxed};
 use crate::wait::{self, WaitMode};
 
 /// The producer's half of the protocol.
@@ -30,6 +32,8 @@ pub(crate) struct Producer<T> {
     /// plus the capacity. Kept instead of the head itself, so that "full" is one comparison
     /// on every push.
     limit: u64,
+    /// Whether a push of one item also copies it into the lane ([`lane`]).
+    express: bool,
 }
 
 /// The consumer's half of the protocol.
@@ -38,6 +42,10 @@ pub(crate) struct Consumer<T> {
     head: u64,
     /// Last tail read from the producer's line.
     tail_cache: u64,
+    /// The item whose value `lane` holds, copied from the producer's lane by the look that
+    /// found it; never a head once that item is popped (u64::MAX: none yet).
+    lane_pos: u64,
+    lane: lane::Words,
 }
 
 /// Checks a (head, tail) pair read at attach time. Below [`POS_LIMIT`] here, the counters
@@ -55,7 +63,7 @@ fn check_pair(head: u64, tail: u64, capacity: u64) -> Result<(), Corruption> {
     Ok(())
 }
 
-impl<T: Copy> Producer<T> {
+impl<T: Pod> Producer<T> {
     /// Takes over the producer side of a ring, continuing from its shared tail.
     pub(crate) fn attach(mem: RingMem<Slot<T>>) -> Result<Self, Corruption> {
         // Acquire: pairs with the Release stores of a previous producer's `commit` and the
@@ -63,8 +71,16 @@ impl<T: Copy> Producer<T> {
         let tail = mem.producer_line().pos.load(Acquire);
         let head = mem.consumer_line().pos.load(Acquire);
         check_pair(head, tail, mem.capacity())?;
+        // Relaxed: a hint (see `Header::express`).
+        mem.header().express.store(0, Relaxed);
+        lane::clear(&mem.producer_line().lane);
         let limit = head + mem.capacity();
-        Ok(Producer { mem, tail, limit })
+        Ok(Producer {
+            mem,
+            tail,
+            limit,
+            express: false,
+        })
     }
 
     #[inline(always)]
@@ -101,6 +117,14 @@ impl<T: Copy> Producer<T> {
         Ok(())
     }
 
+    /// Sets whether a push of one item also copies it into the lane, where a consumer that
+    /// finds that one item reads it with the tail (items of `T` that [`lane::fits`]).
+    pub(crate) fn set_express(&mut self, express: bool) {
+        self.express = express;
+        // Relaxed: a hint (see `Header::express`).
+        self.mem.header().express.store(express.into(), Relaxed);
+    }
+
     /// Whether the cached head shows a free slot, reading nothing the consumer writes.
     #[inline(always)]
     pub(crate) fn has_cached_room(&self) -> bool {
@@ -122,6 +146,9 @@ impl<T: Copy> Producer<T> {
         self.mem
             .slot(self.tail)
             .with_mut(|p| unsafe { write_slot(p, value) });
+        if lane::fits::<T>() && self.express {
+            lane::put(&self.mem.producer_line().lane, self.tail, &value);
+        }
         self.commit(1);
     }
 
@@ -293,7 +320,7 @@ impl<T: Copy> Producer<T> {
     }
 }
 
-impl<T: Copy> Consumer<T> {
+impl<T: Pod> Consumer<T> {
     /// Takes over the consumer side of a ring, continuing from its shared head.
     pub(crate) fn attach(mem: RingMem<Slot<T>>) -> Result<Self, Corruption> {
         // Acquire: pairs with the Release stores in `Consumer::release` (of a previous
@@ -305,6 +332,8 @@ impl<T: Copy> Consumer<T> {
             mem,
             head,
             tail_cache: tail,
+            lane_pos: u64::MAX,
+            lane: Default::default(),
         })
     }
 
@@ -371,6 +400,15 @@ impl<T: Copy> Consumer<T> {
         // cache used up, `tail_cache` is `head`, so this is `refresh`'s window less "none").
         if tail.wrapping_sub(head).wrapping_sub(1) < self.mem.capacity() {
             self.tail_cache = tail;
+            // The one item the producer just pushed: its copy came with the tail's line.
+            // Relaxed: a hint (see `Header::express`); looking at the lane of a producer that
+            // does not fill it costs a second read of a line the producer keeps writing.
+            if lane::fits::<T>() && tail == head + 1 && self.mem.header().express.load(Relaxed) != 0
+            {
+                if let Some(words) = lane::get::<T>(&self.mem.producer_line().lane, head) {
+                    (self.lane, self.lane_pos) = (words, head);
+                }
+            }
             Ok(())
         } else {
             Err(tail)
@@ -431,18 +469,31 @@ impl<T: Copy> Consumer<T> {
     #[inline(always)]
     pub(crate) fn take(&mut self) -> T {
         debug_assert!(self.has_cached());
-        // SAFETY: head < tail (the caller's check): the producer published this slot and will
-        // not write it again until we release it; it holds a valid T (T: Pod, memory
-        // initialised).
-        let value = self.mem.slot(self.head).with(|p| unsafe { p.read() });
+        let value = if lane::fits::<T>() && self.lane_pos == self.head {
+            lane::value(&self.lane)
+        } else {
+            // SAFETY: head < tail (the caller's check): the producer published this slot and
+            // will not write it again until we release it; it holds a valid T (T: Pod, memory
+            // initialised).
+            self.mem.slot(self.head).with(|p| unsafe { p.read() })
+        };
         self.release(1);
         value
     }
 
-    /// Pops one value if there is one: `Ok(None)` when empty.
+    /// Pops one value if there is one, as the channel's pop looks for it (the lane
+    /// included): `Ok(None)` when empty.
     #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Result<Option<T>, Corruption> {
-        Ok((self.available(1)? > 0).then(|| self.take()))
+        if !self.has_cached() {
+            if let Err(tail) = self.look() {
+                if tail == self.head {
+                    return Ok(None);
+                }
+                return Err(self.tail_corruption(tail));
+            }
+        }
+        Ok(Some(self.take()))
     }
 
     /// Pops as many values as are ready into the front of `out`, with one publication.
@@ -612,6 +663,50 @@ mod tests {
             assert_eq!(rx.pop(), Ok(Some(i)));
         }
         assert_eq!(rx.pop(), Ok(None));
+    }
+
+    /// Writes `value` over the slot of `pos` behind the ring's back, so that a pop shows
+    /// whether it read the slot or the lane.
+    fn overwrite_slot(mem: &RingMem<Slot<u64>>, pos: u64, value: u64) {
+        // SAFETY: the test's one thread: nobody else reads or writes the slot meanwhile.
+        mem.slot(pos).with_mut(|p| unsafe { p.write(value) });
+    }
+
+    #[test]
+    fn a_lone_express_push_is_read_from_the_lane_and_others_from_their_slots() {
+        let (mut tx, mut rx) = ring(4);
+        tx.set_express(true);
+        assert_eq!(tx.push(10), Ok(true));
+        overwrite_slot(rx.mem(), 0, 99);
+        assert_eq!(rx.pop(), Ok(Some(10)), "one item found: the lane's copy");
+        // Two found at once: the first from its slot, then the lane is not the head's.
+        assert_eq!(tx.push(11), Ok(true));
+        assert_eq!(tx.push(12), Ok(true));
+        overwrite_slot(rx.mem(), 1, 98);
+        assert_eq!(rx.pop(), Ok(Some(98)));
+        assert_eq!(rx.pop(), Ok(Some(12)));
+        // Express off: the slot, though the lane still holds the producer's last item.
+        tx.set_express(false);
+        assert_eq!(tx.push(13), Ok(true));
+        overwrite_slot(rx.mem(), 3, 97);
+        assert_eq!(rx.pop(), Ok(Some(97)));
+        // A slice is never copied into the lane: a stale copy does not stand in for it.
+        tx.set_express(true);
+        assert_eq!(tx.push_slice(&[14]), Ok(1));
+        assert_eq!(rx.pop(), Ok(Some(14)));
+    }
+
+    #[test]
+    fn a_new_producer_forgets_the_lane_a_dead_one_filled_before_publishing() {
+        let (mut tx, mut rx) = ring(4);
+        tx.set_express(true);
+        // Died after copying item 0 into the lane, before publishing it.
+        lane::put(&tx.mem().producer_line().lane, 0, &111u64);
+        let mut tx = Producer::<u64>::attach(rx.mem().clone()).unwrap();
+        tx.set_express(true);
+        // The new producer writes item 0 by another path.
+        assert_eq!(tx.push_slice(&[222]), Ok(1));
+        assert_eq!(rx.pop(), Ok(Some(222)));
     }
 
     #[test]
