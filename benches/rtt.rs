@@ -1,6 +1,7 @@
-//! Two-process round trip of one u64: shmlane busy-polling and blocking (futex), beside a
-//! Unix socketpair, a pipe, and the floor (two cache-padded atomics in a shared mapping
-//! bounced by hand). Each side pinned to its own CPU where two exist.
+//! Two-process round trip of one u64: shmlane busy-polling (with and without express pushes)
+//! and blocking (futex), beside a Unix socketpair, a pipe, and the floor (two cache-padded
+//! atomics in a shared mapping bounced by hand). Each side pinned to its own CPU where two
+//! exist.
 //!
 //! `cargo bench --bench rtt`; percentiles: `cargo run --release --example latency`.
 

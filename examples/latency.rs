@@ -1,6 +1,7 @@
 //! Round-trip latency percentiles between two processes (each pinned to its own CPU where
-//! two exist): shmlane busy-polling and blocking, a socketpair, a pipe, and the floor of two
-//! atomics bounced by hand. One-way latency is half the round trip.
+//! two exist): shmlane busy-polling (with and without express pushes) and blocking, a
+//! socketpair, a pipe, and the floor of two atomics bounced by hand. One-way latency is half
+//! the round trip.
 //!
 //! `cargo run --release --example latency [-- ROUND_TRIPS]` (default 200,000 per transport)
 

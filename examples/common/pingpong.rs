@@ -13,6 +13,8 @@ use super::affinity::{pin, unpin};
 pub enum Transport {
     /// Two shmlane SPSC channels, both ends busy-polling.
     ShmlaneBusyPoll,
+    /// As `ShmlaneBusyPoll`, both producers pushing express (`Producer::set_express`).
+    ShmlaneExpress,
     /// Two shmlane SPSC channels, both ends parking on the futex at once.
     ShmlaneBlocking,
     /// A Unix SOCK_STREAM socketpair, blocking reads.
@@ -24,9 +26,10 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub const ALL: [Transport; 5] = [
+    pub const ALL: [Transport; 6] = [
         Transport::Floor,
         Transport::ShmlaneBusyPoll,
+        Transport::ShmlaneExpress,
         Transport::ShmlaneBlocking,
         Transport::SocketPair,
         Transport::Pipe,
@@ -35,6 +38,7 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::ShmlaneBusyPoll => "shmlane_busy_poll",
+            Transport::ShmlaneExpress => "shmlane_busy_poll_express",
             Transport::ShmlaneBlocking => "shmlane_blocking",
             Transport::SocketPair => "socketpair",
             Transport::Pipe => "pipe",
@@ -120,15 +124,14 @@ fn echo(
     chans: Option<(spsc::Channel<u64>, spsc::Channel<u64>)>,
     fds: Option<(FdPair, FdPair)>,
     map: Option<*mut u8>,
-    mode: WaitMode,
+    transport: Transport,
 ) -> ! {
     pin(1);
     match (chans, fds, map) {
         (Some((ping, pong)), _, _) => {
             let mut rx = ping.consumer().unwrap();
             let mut tx = pong.producer().unwrap();
-            rx.set_wait_mode(mode);
-            tx.set_wait_mode(mode);
+            configure(transport, &mut tx, &mut rx);
             loop {
                 match rx.pop() {
                     Ok(v) => tx.push(v).unwrap(),
@@ -167,11 +170,23 @@ fn echo(
     unsafe { libc::_exit(0) }
 }
 
+/// Sets one side's shmlane ends up as `transport` says.
+fn configure(transport: Transport, tx: &mut spsc::Producer<u64>, rx: &mut spsc::Consumer<u64>) {
+    let mode = if transport == Transport::ShmlaneBlocking {
+        WaitMode::Park
+    } else {
+        WaitMode::BusyPoll
+    };
+    tx.set_wait_mode(mode);
+    rx.set_wait_mode(mode);
+    tx.set_express(transport == Transport::ShmlaneExpress);
+}
+
 /// Forks an echo child for `transport` and returns the parent's side.
 pub fn start(transport: Transport) -> Pinger {
     // Everything the child needs is made before the fork; each side claims its roles after.
     let (chans, fds, map) = match transport {
-        Transport::ShmlaneBusyPoll | Transport::ShmlaneBlocking => {
+        Transport::ShmlaneBusyPoll | Transport::ShmlaneExpress | Transport::ShmlaneBlocking => {
             let ping = spsc::Channel::<u64>::create(Backing::memfd("ping"), 64).unwrap();
             let pong = spsc::Channel::<u64>::create(Backing::memfd("pong"), 64).unwrap();
             (Some((ping, pong)), None, None)
@@ -202,24 +217,18 @@ pub fn start(transport: Transport) -> Pinger {
             (None, None, Some(map.cast::<u8>()))
         }
     };
-    let mode = if transport == Transport::ShmlaneBlocking {
-        WaitMode::Park
-    } else {
-        WaitMode::BusyPoll
-    };
     // SAFETY: fork; the child runs only the echo loop below and then _exits.
     let child = unsafe { libc::fork() };
     assert!(child >= 0);
     if child == 0 {
-        echo(chans, fds, map, mode);
+        echo(chans, fds, map, transport);
     }
     let pinned = pin(0);
     let link = match (chans, fds, map) {
         (Some((ping, pong)), _, _) => {
             let mut tx = ping.producer().unwrap();
             let mut rx = pong.consumer().unwrap();
-            tx.set_wait_mode(mode);
-            rx.set_wait_mode(mode);
+            configure(transport, &mut tx, &mut rx);
             Link::Shmlane {
                 tx: Box::new(tx),
                 rx: Box::new(rx),
