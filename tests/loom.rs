@@ -43,26 +43,17 @@ fn pop_n(rx: &mut model::Consumer<u32>, n: usize) -> Vec<u32> {
 }
 
 #[test]
-fn push_pop_across_wrap_around() {
-    loom::model(|| {
-        let (mut tx, mut rx) = model::spsc::<u32>(2);
-        let producer = thread::spawn(move || push_all(&mut tx, 1..=4));
-        assert_eq!(pop_n(&mut rx, 4), [1, 2, 3, 4]);
-        producer.join().unwrap();
-        assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
-    });
-}
-
-#[test]
-fn express_pushes_arrive_once_in_order_from_the_lane_or_the_slot() {
-    loom::model(|| {
-        let (mut tx, mut rx) = model::spsc::<u32>(2);
-        tx.set_express(true);
-        let producer = thread::spawn(move || push_all(&mut tx, 1..=3));
-        assert_eq!(pop_n(&mut rx, 3), [1, 2, 3]);
-        producer.join().unwrap();
-        assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
-    });
+fn push_pop_across_wrap_around_with_and_without_express_pushes() {
+    for express in [false, true] {
+        loom::model(move || {
+            let (mut tx, mut rx) = model::spsc::<u32>(2);
+            tx.set_express(express);
+            let producer = thread::spawn(move || push_all(&mut tx, 1..=4));
+            assert_eq!(pop_n(&mut rx, 4), [1, 2, 3, 4]);
+            producer.join().unwrap();
+            assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
+        });
+    }
 }
 
 #[test]

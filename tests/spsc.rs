@@ -102,19 +102,13 @@ fn a_million_items_cross_processes_over_a_file() {
 }
 
 #[test]
-fn a_million_items_cross_processes_over_a_memfd() {
+fn a_million_items_cross_processes_over_a_memfd_with_and_without_express_pushes() {
     let _serial = common::serial();
-    let chan = spsc::Channel::<Item>::create(Backing::memfd("million"), 1024).unwrap();
-    let fd = chan.fd().try_clone_to_owned().unwrap();
-    million_items(chan, false, move || spsc::Channel::from_fd(fd).unwrap());
-}
-
-#[test]
-fn a_million_items_cross_processes_with_express_pushes_among_chunks() {
-    let _serial = common::serial();
-    let chan = spsc::Channel::<Item>::create(Backing::memfd("million-express"), 1024).unwrap();
-    let fd = chan.fd().try_clone_to_owned().unwrap();
-    million_items(chan, true, move || spsc::Channel::from_fd(fd).unwrap());
+    for express in [false, true] {
+        let chan = spsc::Channel::<Item>::create(Backing::memfd("million"), 1024).unwrap();
+        let fd = chan.fd().try_clone_to_owned().unwrap();
+        million_items(chan, express, move || spsc::Channel::from_fd(fd).unwrap());
+    }
 }
 
 /// A child echoes every item back on a second channel, both producers pushing express; the
