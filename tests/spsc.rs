@@ -157,7 +157,8 @@ fn express_ping_pong_between_processes_returns_every_item_exactly() {
 /// thread that echoes them back, both producers pushing express: every one comes back
 /// exactly, whether it fits beside the tail (up to 48 bytes) or not.
 fn express_items_of<const N: usize>() {
-    let item = |seq: u32| -> [u8; N] { std::array::from_fn(|i| (seq as u8) ^ (i as u8 * 7)) };
+    let item =
+        |seq: u32| -> [u8; N] { std::array::from_fn(|i| (seq as u8) ^ (i as u8).wrapping_mul(7)) };
     let ping = spsc::Channel::<[u8; N]>::create(Backing::memfd("express-ping"), 4).unwrap();
     let pong = spsc::Channel::<[u8; N]>::create(Backing::memfd("express-pong"), 4).unwrap();
     let (mut tx, mut rx) = (ping.producer().unwrap(), pong.consumer().unwrap());
