@@ -431,8 +431,8 @@ impl<T: Pod> Consumer<T> {
         probe: bool,
         died: &mut impl FnMut() -> bool,
     ) -> Option<Result<(), TryPopError>> {
-        if let Err(e) = self.empty_or_corrupt(tail) {
-            return Some(Err(e));
+        if let Err(c) = self.empty_or_corrupt(tail) {
+            return Some(Err(TryPopError::Corrupt(c)));
         }
         if !self.producer_gone(probe, died) {
             return None;
@@ -441,9 +441,10 @@ impl<T: Pod> Consumer<T> {
         // them): look once more before declaring the ring drained.
         Some(match self.look() {
             Ok(()) => Ok(()),
-            Err(tail) => self
-                .empty_or_corrupt(tail)
-                .and(Err(TryPopError::Disconnected)),
+            Err(tail) => match self.empty_or_corrupt(tail) {
+                Ok(()) => Err(TryPopError::Disconnected),
+                Err(c) => Err(TryPopError::Corrupt(c)),
+            },
         })
     }
 
@@ -457,11 +458,11 @@ impl<T: Pod> Consumer<T> {
 
     /// What a look that found no item saw: an empty ring (`tail` is the head), or a corrupt
     /// position.
-    fn empty_or_corrupt(&self, tail: u64) -> Result<(), TryPopError> {
+    fn empty_or_corrupt(&self, tail: u64) -> Result<(), Corruption> {
         if tail == self.head {
             Ok(())
         } else {
-            Err(TryPopError::Corrupt(self.tail_corruption(tail)))
+            Err(self.tail_corruption(tail))
         }
     }
 
@@ -495,10 +496,7 @@ impl<T: Pod> Consumer<T> {
     pub(crate) fn pop(&mut self) -> Result<Option<T>, Corruption> {
         if !self.has_cached() {
             if let Err(tail) = self.look() {
-                if tail == self.head {
-                    return Ok(None);
-                }
-                return Err(self.tail_corruption(tail));
+                return self.empty_or_corrupt(tail).map(|()| None);
             }
         }
         Ok(Some(self.take()))
