@@ -3,7 +3,8 @@
 //! `try_pop`) and with the blocking ones (`push`, `pop`), SPSC and MPMC. Nothing crosses
 //! between CPUs: this is the instructions of each call, the part that the ring's cache lines
 //! do not hide. A blocking call that finds room (or an item) should cost what the
-//! non-blocking one does.
+//! non-blocking one does. rtrb and crossbeam's ArrayQueue go through the same loop, as the
+//! baselines of SPSC and MPMC.
 //!
 //! `cargo bench --bench calls`. The time is per item: one push and one pop.
 
@@ -85,6 +86,23 @@ fn calls(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     cases!(group, spsc);
     cases!(group, mpmc);
+    // The queues the throughput groups hold shmlane beside, through the same loop.
+    let mut ends = rtrb::RingBuffer::<u64>::new(CAPACITY as usize);
+    case(
+        &mut group,
+        "rtrb",
+        &mut ends,
+        |tx, v| tx.push(v).is_ok(),
+        |rx| rx.pop().ok(),
+    );
+    let queue = crossbeam_queue::ArrayQueue::<u64>::new(CAPACITY as usize);
+    case(
+        &mut group,
+        "crossbeam_array_queue",
+        &mut (&queue, &queue),
+        |q, v| q.push(v).is_ok(),
+        |q| q.pop(),
+    );
     group.finish();
 }
 
