@@ -77,8 +77,8 @@ fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64, regime: 
     }
 }
 
-fn run_threads<Q: Queue>(
-    queue: &Q,
+fn run_threads<Q: Queue + 'static>(
+    queue: Q,
     (producers, consumers): (usize, usize),
     regime: Regime,
     iters: u64,
@@ -127,6 +127,7 @@ fn run_threads<Q: Queue>(
     assert_eq!(popped, share * producers as u64);
     let start = starts.into_iter().min().unwrap();
     let end = ends.into_iter().map(|(end, _)| end).max().unwrap();
+    common::keep(queue);
     end - start
 }
 
@@ -155,14 +156,22 @@ impl Shmlane {
     }
 }
 
-struct ArrayQueue;
+struct ArrayQueue(Arc<crossbeam_queue::ArrayQueue<u64>>);
+
+impl ArrayQueue {
+    fn new() -> ArrayQueue {
+        ArrayQueue(Arc::new(crossbeam_queue::ArrayQueue::new(CAPACITY)))
+    }
+}
 
 impl Queue for ArrayQueue {
     type Tx = Arc<crossbeam_queue::ArrayQueue<u64>>;
     type Rx = Arc<crossbeam_queue::ArrayQueue<u64>>;
     fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>) {
-        let queue = Arc::new(crossbeam_queue::ArrayQueue::new(CAPACITY));
-        (vec![queue.clone(); producers], vec![queue; consumers])
+        (
+            vec![self.0.clone(); producers],
+            vec![self.0.clone(); consumers],
+        )
     }
     fn push(tx: &mut Self::Tx, v: u64) -> bool {
         tx.push(v).is_ok()
@@ -172,14 +181,26 @@ impl Queue for ArrayQueue {
     }
 }
 
-struct Channel;
+struct Channel(
+    crossbeam_channel::Sender<u64>,
+    crossbeam_channel::Receiver<u64>,
+);
+
+impl Channel {
+    fn new() -> Channel {
+        let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
+        Channel(tx, rx)
+    }
+}
 
 impl Queue for Channel {
     type Tx = crossbeam_channel::Sender<u64>;
     type Rx = crossbeam_channel::Receiver<u64>;
     fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>) {
-        let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
-        (vec![tx; producers], vec![rx; consumers])
+        (
+            vec![self.0.clone(); producers],
+            vec![self.1.clone(); consumers],
+        )
     }
     fn push(tx: &mut Self::Tx, v: u64) -> bool {
         tx.try_send(v).is_ok()
@@ -252,6 +273,7 @@ fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
         "items lost or duplicated"
     );
     let last = (0..pairs).map(|c| end(c).load(Acquire)).max().unwrap();
+    common::keep(chan);
     Duration::from_nanos(last - start)
 }
 
@@ -262,19 +284,23 @@ fn mpmc(c: &mut Criterion) {
             group.throughput(Throughput::Elements(1));
             let n = |iters: u64| iters.max(pairs as u64);
             group.bench_function(BenchmarkId::new("shmlane", "threads"), |b| {
-                b.iter_custom(|iters| {
-                    run_threads(&Shmlane::new(), (pairs, pairs), regime, n(iters))
-                })
+                b.iter_custom(|iters| run_threads(Shmlane::new(), (pairs, pairs), regime, n(iters)))
             });
             group.bench_function(BenchmarkId::new("shmlane", "processes"), |b| {
                 b.iter_custom(|iters| run_processes(pairs, regime, n(iters)))
             });
             group.bench_function(BenchmarkId::new("crossbeam_array_queue", "threads"), |b| {
-                b.iter_custom(|iters| run_threads(&ArrayQueue, (pairs, pairs), regime, n(iters)))
+                b.iter_custom(|iters| {
+                    run_threads(ArrayQueue::new(), (pairs, pairs), regime, n(iters))
+                })
             });
             group.bench_function(
                 BenchmarkId::new("crossbeam_channel_bounded", "threads"),
-                |b| b.iter_custom(|iters| run_threads(&Channel, (pairs, pairs), regime, n(iters))),
+                |b| {
+                    b.iter_custom(|iters| {
+                        run_threads(Channel::new(), (pairs, pairs), regime, n(iters))
+                    })
+                },
             );
             group.finish();
         }
@@ -299,12 +325,12 @@ fn mpmc_grid(c: &mut Criterion) {
             group.throughput(Throughput::Elements(1));
             let n = |iters: u64| iters.max(producers as u64);
             group.bench_function(BenchmarkId::new("shmlane", "threads"), |b| {
-                b.iter_custom(|iters| {
-                    run_threads(&Shmlane::new(), shape, Regime::Backoff, n(iters))
-                })
+                b.iter_custom(|iters| run_threads(Shmlane::new(), shape, Regime::Backoff, n(iters)))
             });
             group.bench_function(BenchmarkId::new("crossbeam_array_queue", "threads"), |b| {
-                b.iter_custom(|iters| run_threads(&ArrayQueue, shape, Regime::Backoff, n(iters)))
+                b.iter_custom(|iters| {
+                    run_threads(ArrayQueue::new(), shape, Regime::Backoff, n(iters))
+                })
             });
             group.finish();
         }

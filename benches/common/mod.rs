@@ -42,6 +42,32 @@ impl Regime {
     }
 }
 
+/// How many of the last runs' queues [`keep`] keeps alive.
+const PLACEMENTS: usize = 16;
+
+thread_local! {
+    /// The queues of the last [`PLACEMENTS`] runs, so that each run's queue lands on
+    /// memory of its own rather than on the pages (and cache lines) its predecessor freed.
+    /// Where a queue's memory lies decides what moving its lines between two CPUs costs, and
+    /// a queue that gets the same memory back draws one lot for a whole process: on the
+    /// Intel host of the README, filling rtrb's ring from the other CPU took 7.5-12.5 ns per
+    /// item in three processes out of six and 3.0-3.3 ns in the others, each steady over its
+    /// six runs, while shmlane's took 2.9-3.7 ns in all. Rotating through many placements
+    /// puts that lottery inside each case's spread instead of between two cases' medians.
+    static PLACED: std::cell::RefCell<std::collections::VecDeque<Box<dyn std::any::Any>>> =
+        Default::default();
+}
+
+/// Keeps a run's queue (or what keeps its memory alive) until [`PLACEMENTS`] runs later.
+pub fn keep<Q: 'static>(queue: Q) {
+    PLACED.with_borrow_mut(|placed| {
+        placed.push_back(Box::new(queue));
+        if placed.len() > PLACEMENTS {
+            placed.pop_front();
+        }
+    });
+}
+
 /// The MPMC channel the MPMC cases measure: u64 items, `capacity` slots, memfd-backed, its
 /// pages populated up front.
 #[allow(dead_code)] // spsc_threads has no MPMC case

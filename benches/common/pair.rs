@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use shmlane::{spsc, Backing};
 
 use super::affinity;
-use super::common::Regime;
+use super::common::{keep, Regime};
 
 /// Slots in every ring the two-thread benches build.
 pub const CAPACITY: usize = 4096;
@@ -42,28 +42,12 @@ where
     }
 }
 
-/// How many of the last runs' queues [`two_threads`] keeps alive.
-const PLACEMENTS: usize = 16;
-
-thread_local! {
-    /// The endpoints of the last [`PLACEMENTS`] runs, so that each run's queue lands on
-    /// memory of its own rather than on the pages (and cache lines) its predecessor freed.
-    /// Where a queue's memory lies decides what moving its lines between two CPUs costs, and
-    /// a queue that gets the same memory back draws one lot for a whole process: on the
-    /// Intel host of the README, filling rtrb's ring from the other CPU took 7.5-12.5 ns per
-    /// item in three processes out of six and 3.0-3.3 ns in the others, each steady over its
-    /// six runs, while shmlane's took 2.9-3.7 ns in all. Rotating through many placements
-    /// puts that lottery inside each case's spread instead of between two cases' medians.
-    static PLACED: std::cell::RefCell<std::collections::VecDeque<Box<dyn std::any::Any>>> =
-        Default::default();
-}
-
 /// Runs `produce` and `consume` on two threads released together, each pinned to its own
 /// CPU where two exist; the time from the producer's start to the consumer's end (each
 /// thread reads the clock itself: the spawning thread may not get a CPU meanwhile). Each
 /// returns its endpoint, which is dropped only after both are done: closing a queue (for
 /// shmlane an unmap and two file closes, some 40 us here) is not part of moving items; and
-/// only [`PLACEMENTS`] runs later.
+/// only some runs later ([`keep`]).
 pub fn two_threads<P: Send + 'static, C: Send + 'static>(
     produce: impl FnOnce() -> P + Send,
     consume: impl FnOnce() -> C + Send,
@@ -84,12 +68,7 @@ pub fn two_threads<P: Send + 'static, C: Send + 'static>(
         });
         let (start, producer) = producer.join().unwrap();
         let (end, consumer) = consumer.join().unwrap();
-        PLACED.with_borrow_mut(|placed| {
-            placed.push_back(Box::new((producer, consumer)));
-            if placed.len() > PLACEMENTS {
-                placed.pop_front();
-            }
-        });
+        keep((producer, consumer));
         end - start
     })
 }
