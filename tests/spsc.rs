@@ -841,8 +841,6 @@ fn the_file_mode_is_exactly_as_asked() {
     );
 }
 
-/// Found while writing the `spsc_ops` fuzz model: chunk calls answered from a stale cached
-/// count gave a short `_upto` chunk, or `Disconnected` while committed items waited.
 /// `WORDS`-word values through a ring of 4, twice around: each arrives whole, and a push
 /// into the full ring gives its value back whole (`try_push` and `push_timeout`).
 fn whole_values_round_trip<const WORDS: usize>()
@@ -885,6 +883,8 @@ fn values_written_word_by_word_or_whole_arrive_whole_and_come_back_whole_when_fu
     whole_values_round_trip::<40>();
 }
 
+/// Found while writing the `spsc_ops` fuzz model: chunk calls answered from a stale cached
+/// count gave a short `_upto` chunk, or `Disconnected` while committed items waited.
 #[test]
 fn chunks_count_what_is_there_not_what_was_cached() {
     let chan = spsc::Channel::<u64>::create(Backing::memfd("stale-counts"), 8).unwrap();
