@@ -1,33 +1,41 @@
-//! Interleaved A/B: shmlane and its baseline take turns, trial by trial, moving items one
-//! at a time between two threads (each pinned to its own CPU where two exist): SPSC beside
-//! rtrb with the item sizes of `spsc_threads` (u64, 64 bytes, 1 KiB), MPMC with one
-//! producer and one consumer beside crossbeam's ArrayQueue (u64), in both regimes
-//! ([`Regime`]). Prints, per case, each queue's median rate and the median of
-//! the per-pair ratios (baseline time / shmlane time: above 1 means shmlane is faster) with
-//! their quartiles.
+//! Interleaved A/B: shmlane and its baseline take turns, trial by trial, in rounds that
+//! each run in a fresh process. The cases: SPSC between two threads (each pinned to its own
+//! CPU where two exist) beside rtrb, with the item sizes of `spsc_threads` (u64, 64 bytes,
+//! 1 KiB); MPMC with 1 and 2 producer and consumer threads beside crossbeam's ArrayQueue
+//! (u64, the harness of `mpmc`); each in both regimes ([`Regime`]). Prints, per case, each
+//! queue's median rate and the median of the per-pair ratios (baseline time / shmlane time:
+//! above 1 means shmlane is faster) with their quartiles, pooled over all rounds, and the
+//! quartiles of the rounds' own medians.
 //!
 //! Why beside the criterion groups: criterion measures each function in one block of
 //! seconds, and on a machine whose speed between CPUs changes within minutes a change
 //! between two blocks skews their ratio. Here the two queues of a pair run back to back
-//! (which one goes first alternates), so a change hits both. Many short pairs rather than a
-//! few long ones: a pair of a few milliseconds rarely straddles a change, and the median of
-//! a hundred ratios is not moved by the few that do. On the 2-CPU machine of the README,
-//! three runs of u64 chasing read 1.50x, 1.32x and 1.19x with 11 pairs of 1,000,000 items,
-//! and 0.94x, 0.95x and 1.00x with 101 pairs of 200,000, taking turns with them.
+//! (which one goes first alternates), so a change hits both, and a pair of a few
+//! milliseconds rarely straddles one. Why rounds in fresh processes: a process draws its
+//! memory once (where its heap, stacks and recycled pages lie), and that draw moves a whole
+//! process's figures. On the 2-CPU machine of the README, one process of 101 pairs read 64 B
+//! backing off at 1.31x, 0.79x and 0.86x rtrb in three runs in a row of the same build, and
+//! rounds of 7 pairs had medians from 0.47x to 3.53x. Every case's rounds are spread over
+//! the whole run (one round of each case, then the next), so a slow spell of the machine
+//! hits every case alike.
 //!
-//! `cargo bench --bench interleaved [-- FILTER]`; `SHMLANE_AB_TRIALS` pairs per case
-//! (default 101), `SHMLANE_AB_ITEMS` items per trial (default 200,000).
+//! `cargo bench --bench interleaved [-- FILTER]`; `SHMLANE_AB_ROUNDS` rounds per case
+//! (default 24), `SHMLANE_AB_TRIALS` pairs per round (default 7), `SHMLANE_AB_ITEMS` items
+//! per trial (default 200,000).
 
 #[path = "../examples/common/affinity.rs"]
 mod affinity;
 mod common;
+#[path = "common/mpmc_harness.rs"]
+mod mpmc_harness;
 #[path = "common/pair.rs"]
 mod pair;
 
 use std::time::Duration;
 
 use common::Regime;
-use pair::{array_queue_items, per_item, rtrb_items, shmlane_items, CAPACITY};
+use mpmc_harness::{run_threads, ArrayQueue, Shmlane};
+use pair::{rtrb_items, shmlane_items};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -42,16 +50,17 @@ fn quartiles(mut values: Vec<f64>) -> [f64; 3] {
     [1, 2, 3].map(|q| values[(values.len() - 1) * q / 4])
 }
 
+/// Names the case a child process runs (see [`main`]).
+const CASE_VAR: &str = "SHMLANE_AB_CASE";
+
 /// Runs `trials` pairs of `shmlane(items)` and `baseline(items)`, alternating which goes
-/// first, and prints the case's row.
-fn case(
-    name: &str,
-    baseline_name: &str,
+/// first, and prints one line per pair: shmlane's rate, the baseline's (M items/s), and
+/// the ratio (baseline time / shmlane time).
+fn pairs(
     (trials, items): (u64, u64),
     shmlane: impl Fn(u64) -> Duration,
     baseline: impl Fn(u64) -> Duration,
 ) {
-    let (mut mine, mut theirs, mut ratios) = (vec![], vec![], vec![]);
     for trial in 0..trials {
         let (a, b) = if trial % 2 == 0 {
             let a = shmlane(items);
@@ -61,46 +70,51 @@ fn case(
             (shmlane(items), b)
         };
         let rate = |d: Duration| items as f64 / d.as_secs_f64() / 1e6;
-        mine.push(rate(a));
-        theirs.push(rate(b));
-        ratios.push(b.as_secs_f64() / a.as_secs_f64());
+        println!(
+            "{} {} {}",
+            rate(a),
+            rate(b),
+            b.as_secs_f64() / a.as_secs_f64()
+        );
     }
-    let [q1, ratio, q3] = quartiles(ratios);
-    println!(
-        "| {name} | {:.0} | {baseline_name} | {:.0} | {ratio:.2}x ({q1:.2}-{q3:.2}) |",
-        quartiles(mine)[1],
-        quartiles(theirs)[1],
-    );
 }
 
-/// shmlane's MPMC ring, one producer and one consumer, through [`per_item`].
-fn mpmc_items(regime: Regime, iters: u64) -> Duration {
-    let chan = common::mpmc_channel(CAPACITY);
-    per_item(
-        (chan.producer().unwrap(), chan.consumer().unwrap()),
-        |tx, v| tx.try_push(v).is_ok(),
-        |rx| rx.try_pop().ok(),
-        regime,
-        iters,
-    )
+/// Runs one round of case `name` in a fresh process and returns its pairs' lines.
+fn round(name: &str) -> Vec<[f64; 3]> {
+    let out = std::process::Command::new(std::env::current_exe().expect("own executable"))
+        .env(CASE_VAR, name)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("start a round");
+    assert!(
+        out.status.success(),
+        "round of {name} failed: {}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+            [v[0], v[1], v[2]]
+        })
+        .collect()
+}
+
+/// shmlane's MPMC channel with `PAIRS` producer and `PAIRS` consumer threads, as the
+/// `mpmc` bench runs it.
+fn mpmc_shmlane<const PAIRS: usize>(regime: Regime, items: u64) -> Duration {
+    run_threads(Shmlane::new(), (PAIRS, PAIRS), regime, items)
+}
+
+/// crossbeam's ArrayQueue in the same harness.
+fn mpmc_array_queue<const PAIRS: usize>(regime: Regime, items: u64) -> Duration {
+    run_threads(ArrayQueue::new(), (PAIRS, PAIRS), regime, items)
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument filters the cases by name.
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f));
-    let run = (
-        env_or("SHMLANE_AB_TRIALS", 101).max(1),
-        env_or("SHMLANE_AB_ITEMS", 200_000).max(1),
-    );
-    println!("| case | shmlane M items/s | baseline | M items/s | ratio to baseline |");
-    println!("|---|---:|---|---:|---|");
-    // Each case: the group it repeats, the baseline's name, and the two runs.
+    // Each case, named by the group it repeats: the baseline's name, and the two runs.
     type Run = fn(Regime, u64) -> Duration;
-    let cases: [(&str, &str, Run, Run); 4] = [
+    let groups: [(&str, &str, Run, Run); 5] = [
         (
             "spsc_threads/u64",
             "rtrb",
@@ -122,22 +136,75 @@ fn main() {
         (
             "mpmc/1p1c",
             "crossbeam_array_queue",
-            mpmc_items,
-            array_queue_items::<u64>,
+            mpmc_shmlane::<1>,
+            mpmc_array_queue::<1>,
+        ),
+        (
+            "mpmc/2p2c",
+            "crossbeam_array_queue",
+            mpmc_shmlane::<2>,
+            mpmc_array_queue::<2>,
         ),
     ];
-    for (group, baseline_name, shmlane, baseline) in cases {
-        for regime in Regime::ALL {
-            let name = format!("{group}/{}", regime.name());
-            if wanted(&name) {
-                case(
-                    &name,
-                    baseline_name,
-                    run,
-                    |items| shmlane(regime, items),
-                    |items| baseline(regime, items),
-                );
-            }
+    let cases = groups
+        .iter()
+        .flat_map(|&(group, baseline_name, shmlane, baseline)| {
+            Regime::ALL.map(move |regime| {
+                let name = format!("{group}/{}", regime.name());
+                (name, baseline_name, regime, shmlane, baseline)
+            })
+        });
+    let pairs_per_round = (
+        env_or("SHMLANE_AB_TRIALS", 7).max(1),
+        env_or("SHMLANE_AB_ITEMS", 200_000).max(1),
+    );
+
+    // A child: one round of one case.
+    if let Ok(wanted) = std::env::var(CASE_VAR) {
+        let (_, _, regime, shmlane, baseline) = cases
+            .into_iter()
+            .find(|case| case.0 == wanted)
+            .expect("a known case");
+        pairs(
+            pairs_per_round,
+            |items| shmlane(regime, items),
+            |items| baseline(regime, items),
+        );
+        return;
+    }
+
+    // `cargo bench` passes `--bench`; any other argument filters the cases by name.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let cases: Vec<_> = cases
+        .filter(|case| filter.is_empty() || filter.iter().any(|f| case.0.contains(f)))
+        .collect();
+    let mut pooled = vec![vec![]; cases.len()];
+    let mut round_medians = vec![vec![]; cases.len()];
+    for _ in 0..env_or("SHMLANE_AB_ROUNDS", 24).max(1) {
+        for (case, (pooled, medians)) in cases.iter().zip(pooled.iter_mut().zip(&mut round_medians))
+        {
+            let lines = round(&case.0);
+            medians.push(quartiles(lines.iter().map(|l| l[2]).collect())[1]);
+            pooled.extend(lines);
         }
+    }
+    println!(
+        "| case | shmlane M items/s | baseline | M items/s | ratio to baseline | round medians |"
+    );
+    println!("|---|---:|---|---:|---|---|");
+    for ((name, baseline_name, ..), (lines, medians)) in
+        cases.iter().zip(pooled.into_iter().zip(round_medians))
+    {
+        let column = |i: usize| quartiles(lines.iter().map(|l| l[i]).collect());
+        let [q1, ratio, q3] = column(2);
+        let [low, _, high] = quartiles(medians);
+        println!(
+            "| {name} | {:.0} | {baseline_name} | {:.0} | {ratio:.2}x ({q1:.2}-{q3:.2}) | {low:.2}-{high:.2} |",
+            column(0)[1],
+            column(1)[1],
+        );
     }
 }

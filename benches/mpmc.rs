@@ -3,8 +3,8 @@
 //! and crossbeam_channel::bounded (threads; they cannot cross processes).
 //!
 //! `cargo bench --bench mpmc`. Each producer pushes its share of the items and then a
-//! sentinel; consumers stop once every sentinel has been taken and the queue is empty. The
-//! time runs from the moment all parties are released to the moment the last one is done.
+//! sentinel; consumers stop once every sentinel has been taken and the queue is empty
+//! (`common/mpmc_harness.rs`). The time runs from the moment all parties are released to the moment the last one is done.
 //! Every party is pinned to a CPU of its own where there are enough (`SHMLANE_PIN=0`: none).
 //! Each case runs in two regimes ([`Regime`]): parties that retry at once after a miss, and
 //! parties that back off.
@@ -17,198 +17,17 @@ mod affinity;
 mod common;
 #[path = "common/forked.rs"]
 mod forked;
+#[path = "common/mpmc_harness.rs"]
+mod mpmc_harness;
 
 use std::hint::spin_loop;
-use std::sync::atomic::{
-    AtomicU64,
-    Ordering::{AcqRel, Acquire, Release},
-};
-use std::sync::{Arc, Barrier};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::time::Duration;
 
 use common::Regime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use forked::{now_ns, SharedPage};
-use shmlane::mpmc;
-
-const CAPACITY: usize = 4096;
-const STOP: u64 = u64::MAX;
-
-/// Pins party `k` of `parties` to CPU `k` when each party can have a CPU of its own;
-/// otherwise leaves them all to the scheduler.
-fn pin_party(k: usize, parties: usize) {
-    if affinity::cpus() >= parties {
-        affinity::pin(k);
-    }
-}
-
-/// The push and pop of one queue, as the harness needs them.
-trait Queue: Sync {
-    type Tx: Send;
-    type Rx: Send;
-    fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>);
-    fn push(tx: &mut Self::Tx, v: u64) -> bool;
-    fn pop(rx: &mut Self::Rx) -> Option<u64>;
-}
-
-/// Runs one producer's share: `items` values, then a sentinel.
-fn produce<Q: Queue>(tx: &mut Q::Tx, items: u64, regime: Regime) {
-    for v in (0..items).chain([STOP]) {
-        while !Q::push(tx, v) {
-            regime.miss();
-        }
-    }
-}
-
-/// Pops until `producers` sentinels have been taken (by anyone) and the queue is empty.
-/// Returns the number of values popped.
-fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64, regime: Regime) -> u64 {
-    let mut popped = 0;
-    loop {
-        match Q::pop(rx) {
-            Some(STOP) => {
-                stops.fetch_add(1, AcqRel);
-            }
-            Some(_) => popped += 1,
-            None if stops.load(Acquire) == producers => return popped,
-            None => regime.miss(),
-        }
-    }
-}
-
-fn run_threads<Q: Queue + 'static>(
-    queue: Q,
-    (producers, consumers): (usize, usize),
-    regime: Regime,
-    iters: u64,
-) -> Duration {
-    let (txs, rxs) = queue.ends(producers, consumers);
-    let parties = producers + consumers;
-    let stops = AtomicU64::new(0);
-    let barrier = Barrier::new(parties);
-    let share = iters / producers as u64;
-    // Each party times itself from the barrier: the spawning thread is not pinned and may
-    // not get a CPU until the pinned parties are done.
-    let (starts, ends): (Vec<Instant>, Vec<(Instant, u64)>) = thread::scope(|s| {
-        let producing: Vec<_> = txs
-            .into_iter()
-            .enumerate()
-            .map(|(k, mut tx)| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    pin_party(k, parties);
-                    barrier.wait();
-                    let start = Instant::now();
-                    produce::<Q>(&mut tx, share, regime);
-                    start
-                })
-            })
-            .collect();
-        let consuming: Vec<_> = rxs
-            .into_iter()
-            .enumerate()
-            .map(|(k, mut rx)| {
-                let (barrier, stops) = (&barrier, &stops);
-                s.spawn(move || {
-                    pin_party(producers + k, parties);
-                    barrier.wait();
-                    let popped = consume::<Q>(&mut rx, stops, producers as u64, regime);
-                    (Instant::now(), popped)
-                })
-            })
-            .collect();
-        (
-            producing.into_iter().map(|p| p.join().unwrap()).collect(),
-            consuming.into_iter().map(|c| c.join().unwrap()).collect(),
-        )
-    });
-    let popped: u64 = ends.iter().map(|&(_, n)| n).sum();
-    assert_eq!(popped, share * producers as u64);
-    let start = starts.into_iter().min().unwrap();
-    let end = ends.into_iter().map(|(end, _)| end).max().unwrap();
-    common::keep(queue);
-    end - start
-}
-
-struct Shmlane(mpmc::Channel<u64>);
-
-impl Queue for Shmlane {
-    type Tx = mpmc::Producer<u64>;
-    type Rx = mpmc::Consumer<u64>;
-    fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>) {
-        (
-            (0..producers).map(|_| self.0.producer().unwrap()).collect(),
-            (0..consumers).map(|_| self.0.consumer().unwrap()).collect(),
-        )
-    }
-    fn push(tx: &mut Self::Tx, v: u64) -> bool {
-        tx.try_push(v).is_ok()
-    }
-    fn pop(rx: &mut Self::Rx) -> Option<u64> {
-        rx.try_pop().ok()
-    }
-}
-
-impl Shmlane {
-    fn new() -> Shmlane {
-        Shmlane(common::mpmc_channel(CAPACITY))
-    }
-}
-
-struct ArrayQueue(Arc<crossbeam_queue::ArrayQueue<u64>>);
-
-impl ArrayQueue {
-    fn new() -> ArrayQueue {
-        ArrayQueue(Arc::new(crossbeam_queue::ArrayQueue::new(CAPACITY)))
-    }
-}
-
-impl Queue for ArrayQueue {
-    type Tx = Arc<crossbeam_queue::ArrayQueue<u64>>;
-    type Rx = Arc<crossbeam_queue::ArrayQueue<u64>>;
-    fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>) {
-        (
-            vec![self.0.clone(); producers],
-            vec![self.0.clone(); consumers],
-        )
-    }
-    fn push(tx: &mut Self::Tx, v: u64) -> bool {
-        tx.push(v).is_ok()
-    }
-    fn pop(rx: &mut Self::Rx) -> Option<u64> {
-        rx.pop()
-    }
-}
-
-struct Channel(
-    crossbeam_channel::Sender<u64>,
-    crossbeam_channel::Receiver<u64>,
-);
-
-impl Channel {
-    fn new() -> Channel {
-        let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
-        Channel(tx, rx)
-    }
-}
-
-impl Queue for Channel {
-    type Tx = crossbeam_channel::Sender<u64>;
-    type Rx = crossbeam_channel::Receiver<u64>;
-    fn ends(&self, producers: usize, consumers: usize) -> (Vec<Self::Tx>, Vec<Self::Rx>) {
-        (
-            vec![self.0.clone(); producers],
-            vec![self.1.clone(); consumers],
-        )
-    }
-    fn push(tx: &mut Self::Tx, v: u64) -> bool {
-        tx.try_send(v).is_ok()
-    }
-    fn pop(rx: &mut Self::Rx) -> Option<u64> {
-        rx.try_recv().ok()
-    }
-}
+use mpmc_harness::{consume, pin_party, produce, run_threads, ArrayQueue, Channel, Shmlane};
 
 /// `pairs` producer and `pairs` consumer processes on one shmlane channel, timed as the
 /// threads are: from the start line to the last consumer's last item (the forks and the

@@ -1,5 +1,5 @@
-//! What the benches share: how a party waits when it misses (ring full or empty), and the
-//! MPMC channel they measure.
+//! What the benches share: how a party waits when it misses (ring full or empty), and how
+//! each run's queue gets memory of its own.
 
 use std::hint::spin_loop;
 
@@ -66,15 +66,4 @@ pub fn keep<Q: 'static>(queue: Q) {
             placed.pop_front();
         }
     });
-}
-
-/// The MPMC channel the MPMC cases measure: u64 items, `capacity` slots, memfd-backed, its
-/// pages populated up front.
-#[allow(dead_code)] // spsc_threads has no MPMC case
-pub fn mpmc_channel(capacity: usize) -> shmlane::mpmc::Channel<u64> {
-    shmlane::mpmc::Channel::builder()
-        .capacity(capacity as u64)
-        .populate(true)
-        .create(shmlane::Backing::memfd("bench"))
-        .unwrap()
 }

@@ -146,6 +146,7 @@ pub fn rtrb_items<I: Item>(regime: Regime, iters: u64) -> Duration {
 }
 
 /// crossbeam's ArrayQueue through [`per_item`].
+#[allow(dead_code)] // interleaved compares ArrayQueue with shmlane's MPMC channel only
 pub fn array_queue_items<I: Item>(regime: Regime, iters: u64) -> Duration {
     let queue = std::sync::Arc::new(crossbeam_queue::ArrayQueue::<I>::new(CAPACITY));
     per_item(
