@@ -34,8 +34,9 @@ for run in $(seq 1 "$runs"); do
     done
     mv target/criterion "$results/run$run"
 done
-# The per-item cases again, shmlane and its baseline taking turns trial by trial (see
-# benches/interleaved.rs): a change in the machine's speed hits both sides of each ratio.
+# The per-item and MPMC cases again, shmlane and its baseline taking turns trial by trial,
+# in rounds of fresh processes (see benches/interleaved.rs): a change in the machine's
+# speed hits both sides of each ratio, and no one process's draw of memory decides it.
 cargo bench --bench interleaved >"$results/interleaved.md" 2>/dev/null ||
     { echo "cargo bench --bench interleaved failed" >&2; exit 1; }
 
@@ -104,8 +105,9 @@ if ratios:
     print(f"shmlane u64 between processes vs between threads (chase): {spread(ratios)}")
 
 print()
-print("Interleaved A/B (`cargo bench --bench interleaved`): median rates in M items/s, and the")
-print("median of the per-pair ratios with their quartiles")
+print("Interleaved A/B (`cargo bench --bench interleaved`, 24 rounds of 7 pairs, each round a")
+print("fresh process): median rates in M items/s, the median of all per-pair ratios with their")
+print("quartiles, and the quartiles of the rounds' medians")
 print()
 print("".join(l for l in open(os.path.join(os.environ["RESULTS"], "interleaved.md")) if l.startswith("|")), end="")
 
