@@ -26,6 +26,8 @@
 #[path = "../examples/common/affinity.rs"]
 mod affinity;
 mod common;
+#[path = "common/forked.rs"]
+mod forked;
 #[path = "common/mpmc_harness.rs"]
 mod mpmc_harness;
 #[path = "common/pair.rs"]
@@ -34,7 +36,7 @@ mod pair;
 use std::time::Duration;
 
 use common::Regime;
-use mpmc_harness::{run_threads, ArrayQueue, Shmlane};
+use mpmc_harness::{run_processes, run_threads, ArrayQueue, Shmlane};
 use pair::{rtrb_items, shmlane_items};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -106,7 +108,12 @@ fn mpmc_shmlane<const PAIRS: usize>(regime: Regime, items: u64) -> Duration {
     run_threads(Shmlane::new(), (PAIRS, PAIRS), regime, items)
 }
 
-/// crossbeam's ArrayQueue in the same harness.
+/// shmlane's MPMC channel with `PAIRS` producer and `PAIRS` consumer processes.
+fn mpmc_processes<const PAIRS: usize>(regime: Regime, items: u64) -> Duration {
+    run_processes(PAIRS, regime, items)
+}
+
+/// crossbeam's ArrayQueue in the threads' harness (it cannot cross processes).
 fn mpmc_array_queue<const PAIRS: usize>(regime: Regime, items: u64) -> Duration {
     run_threads(ArrayQueue::new(), (PAIRS, PAIRS), regime, items)
 }
@@ -114,7 +121,7 @@ fn mpmc_array_queue<const PAIRS: usize>(regime: Regime, items: u64) -> Duration 
 fn main() {
     // Each case, named by the group it repeats: the baseline's name, and the two runs.
     type Run = fn(Regime, u64) -> Duration;
-    let groups: [(&str, &str, Run, Run); 5] = [
+    let groups: [(&str, &str, Run, Run); 7] = [
         (
             "spsc_threads/u64",
             "rtrb",
@@ -143,6 +150,18 @@ fn main() {
             "mpmc/2p2c",
             "crossbeam_array_queue",
             mpmc_shmlane::<2>,
+            mpmc_array_queue::<2>,
+        ),
+        (
+            "mpmc_processes/1p1c",
+            "crossbeam_array_queue",
+            mpmc_processes::<1>,
+            mpmc_array_queue::<1>,
+        ),
+        (
+            "mpmc_processes/2p2c",
+            "crossbeam_array_queue",
+            mpmc_processes::<2>,
             mpmc_array_queue::<2>,
         ),
     ];

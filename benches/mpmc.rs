@@ -20,81 +20,11 @@ mod forked;
 #[path = "common/mpmc_harness.rs"]
 mod mpmc_harness;
 
-use std::hint::spin_loop;
-use std::sync::atomic::Ordering::{Acquire, Release};
 use std::time::Duration;
 
 use common::Regime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use forked::{now_ns, SharedPage};
-use mpmc_harness::{consume, pin_party, produce, run_threads, ArrayQueue, Channel, Shmlane};
-
-/// `pairs` producer and `pairs` consumer processes on one shmlane channel, timed as the
-/// threads are: from the start line to the last consumer's last item (the forks and the
-/// exits are not part of moving items).
-fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
-    let chan = Shmlane::new();
-    // Set-up count, start line, sentinel count and each consumer's end time, each on a
-    // cache line of its own.
-    let page = SharedPage::new();
-    let (ready, go, stops) = (page.word(0), page.word(16), page.word(32));
-    let end = |consumer: usize| page.word(48 + 16 * consumer);
-    let share = iters / pairs as u64;
-    let mut children = Vec::new();
-    for role in 0..2 * pairs {
-        // SAFETY: the child only runs its share and _exits.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            pin_party(role, 2 * pairs);
-            let code = if role < pairs {
-                let mut tx = chan.0.producer().unwrap();
-                ready.fetch_add(1, Release);
-                while go.load(Acquire) == 0 {
-                    spin_loop();
-                }
-                produce::<Shmlane>(&mut tx, share, regime);
-                0
-            } else {
-                let mut rx = chan.0.consumer().unwrap();
-                ready.fetch_add(1, Release);
-                while go.load(Acquire) == 0 {
-                    spin_loop();
-                }
-                let popped = consume::<Shmlane>(&mut rx, stops, pairs as u64, regime);
-                end(role - pairs).store(now_ns(), Release);
-                // Each consumer's count goes back through the exit status, modulo 256.
-                (popped % 256) as i32
-            };
-            // SAFETY: leave without the parent's destructors.
-            unsafe { libc::_exit(code) };
-        }
-        children.push(pid);
-    }
-    while ready.load(Acquire) != 2 * pairs as u64 {
-        spin_loop();
-    }
-    let start = now_ns();
-    go.store(1, Release);
-    let mut popped_mod = 0;
-    for (i, pid) in children.into_iter().enumerate() {
-        let mut status = 0;
-        // SAFETY: reaping our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(libc::WIFEXITED(status));
-        if i >= pairs {
-            popped_mod += libc::WEXITSTATUS(status) as u64;
-        }
-    }
-    assert_eq!(
-        popped_mod % 256,
-        (share * pairs as u64) % 256,
-        "items lost or duplicated"
-    );
-    let last = (0..pairs).map(|c| end(c).load(Acquire)).max().unwrap();
-    common::keep(chan);
-    Duration::from_nanos(last - start)
-}
+use mpmc_harness::{run_processes, run_threads, ArrayQueue, Channel, Shmlane};
 
 fn mpmc(c: &mut Criterion) {
     for pairs in [1, 2] {

@@ -1,11 +1,13 @@
-//! Parties moving u64 items through an MPMC queue, each pinned to a CPU of its own where
-//! there are enough: the harness of `mpmc` and `interleaved`. Each producer pushes its share
+//! Parties (threads, or for shmlane also processes) moving u64 items through an MPMC queue,
+//! each pinned to a CPU of its own where there are enough: the harness of `mpmc` and
+//! `interleaved`. Each producer pushes its share
 //! of the items and then a sentinel; consumers stop once every sentinel has been taken and
 //! the queue is empty.
 
+use std::hint::spin_loop;
 use std::sync::atomic::{
     AtomicU64,
-    Ordering::{AcqRel, Acquire},
+    Ordering::{AcqRel, Acquire, Release},
 };
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -15,6 +17,7 @@ use shmlane::mpmc;
 
 use super::affinity;
 use super::common::{self, Regime};
+use super::forked::{now_ns, SharedPage};
 
 /// Slots in every queue the MPMC cases build.
 pub const CAPACITY: usize = 4096;
@@ -23,7 +26,7 @@ const STOP: u64 = u64::MAX;
 
 /// Pins party `k` of `parties` to CPU `k` when each party can have a CPU of its own;
 /// otherwise leaves them all to the scheduler.
-pub fn pin_party(k: usize, parties: usize) {
+fn pin_party(k: usize, parties: usize) {
     if affinity::cpus() >= parties {
         affinity::pin(k);
     }
@@ -39,7 +42,7 @@ pub trait Queue: Sync {
 }
 
 /// Runs one producer's share: `items` values, then a sentinel.
-pub fn produce<Q: Queue>(tx: &mut Q::Tx, items: u64, regime: Regime) {
+fn produce<Q: Queue>(tx: &mut Q::Tx, items: u64, regime: Regime) {
     for v in (0..items).chain([STOP]) {
         while !Q::push(tx, v) {
             regime.miss();
@@ -49,7 +52,7 @@ pub fn produce<Q: Queue>(tx: &mut Q::Tx, items: u64, regime: Regime) {
 
 /// Pops until `producers` sentinels have been taken (by anyone) and the queue is empty.
 /// Returns the number of values popped.
-pub fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64, regime: Regime) -> u64 {
+fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64, regime: Regime) -> u64 {
     let mut popped = 0;
     loop {
         match Q::pop(rx) {
@@ -115,6 +118,73 @@ pub fn run_threads<Q: Queue + 'static>(
     let end = ends.into_iter().map(|(end, _)| end).max().unwrap();
     common::keep(queue);
     end - start
+}
+
+/// `pairs` producer and `pairs` consumer processes on one shmlane channel, timed as the
+/// threads are: from the start line to the last consumer's last item (the forks and the
+/// exits are not part of moving items).
+pub fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
+    let chan = Shmlane::new();
+    // Set-up count, start line, sentinel count and each consumer's end time, each on a
+    // cache line of its own.
+    let page = SharedPage::new();
+    let (ready, go, stops) = (page.word(0), page.word(16), page.word(32));
+    let end = |consumer: usize| page.word(48 + 16 * consumer);
+    let share = iters / pairs as u64;
+    let mut children = Vec::new();
+    for role in 0..2 * pairs {
+        // SAFETY: the child only runs its share and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            pin_party(role, 2 * pairs);
+            let code = if role < pairs {
+                let mut tx = chan.0.producer().unwrap();
+                ready.fetch_add(1, Release);
+                while go.load(Acquire) == 0 {
+                    spin_loop();
+                }
+                produce::<Shmlane>(&mut tx, share, regime);
+                0
+            } else {
+                let mut rx = chan.0.consumer().unwrap();
+                ready.fetch_add(1, Release);
+                while go.load(Acquire) == 0 {
+                    spin_loop();
+                }
+                let popped = consume::<Shmlane>(&mut rx, stops, pairs as u64, regime);
+                end(role - pairs).store(now_ns(), Release);
+                // Each consumer's count goes back through the exit status, modulo 256.
+                (popped % 256) as i32
+            };
+            // SAFETY: leave without the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        children.push(pid);
+    }
+    while ready.load(Acquire) != 2 * pairs as u64 {
+        spin_loop();
+    }
+    let start = now_ns();
+    go.store(1, Release);
+    let mut popped_mod = 0;
+    for (i, pid) in children.into_iter().enumerate() {
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status));
+        if i >= pairs {
+            popped_mod += libc::WEXITSTATUS(status) as u64;
+        }
+    }
+    assert_eq!(
+        popped_mod % 256,
+        (share * pairs as u64) % 256,
+        "items lost or duplicated"
+    );
+    let last = (0..pairs).map(|c| end(c).load(Acquire)).max().unwrap();
+    common::keep(chan);
+    Duration::from_nanos(last - start)
 }
 
 pub struct Shmlane(pub mpmc::Channel<u64>);
