@@ -22,8 +22,8 @@
 //! While no endpoint of a role has ever registered, the other side waits for it.
 //!
 //! # Polling with `try_` calls
-//! `try_push` and `try_pop` never block. When one misses 32 times in a row with no progress
-//! on its side of the ring, and then every 16th miss, it yields the CPU (`sched_yield`)
+//! `try_push` and `try_pop` never block. When one misses 8 times in a row with no progress
+//! on its side of the ring, and then every 4th miss, it yields the CPU (`sched_yield`)
 //! before it returns: with more producers and consumers than CPUs, the one that would make
 //! room or publish may be waiting for this CPU, and a caller spinning on misses would hold
 //! it for a whole time slice. On a CPU of its own the yield returns at once.

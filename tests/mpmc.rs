@@ -625,10 +625,10 @@ fn a_long_run_of_misses_gives_the_cpu_to_a_thread_waiting_for_it() {
             thread::yield_now();
         }
         let before = ran.load(Relaxed);
-        // The 32nd miss yields, and every 16th after it (a few, in case the scheduler
-        // picks the poller again): a few microseconds, where a time slice is milliseconds.
+        // The 8th miss yields, and every 4th after it (a few, in case the scheduler picks
+        // the poller again): a few microseconds, where a time slice is milliseconds.
         let mut misses = 0;
-        while ran.load(Relaxed) == before && misses < 32 + 16 * 8 {
+        while ran.load(Relaxed) == before && misses < 8 + 4 * 8 {
             assert!(matches!(rx.try_pop(), Err(TryPopError::Empty)));
             misses += 1;
         }
