@@ -4,10 +4,10 @@
 //!
 //! `cargo bench --bench mpmc`. Each producer pushes its share of the items and then a
 //! sentinel; consumers stop once every sentinel has been taken and the queue is empty
-//! (`common/mpmc_harness.rs`). The time runs from the moment all parties are released to the moment the last one is done.
-//! Every party is pinned to a CPU of its own where there are enough (`SHMLANE_PIN=0`: none).
-//! Each case runs in two regimes ([`Regime`]): parties that retry at once after a miss, and
-//! parties that back off.
+//! (`common/mpmc_harness.rs`). The time runs from the moment all parties are released to
+//! the moment the last one is done. Every party is pinned to a CPU of its own where there
+//! are enough (`SHMLANE_PIN=0`: none). Each case runs in two regimes ([`Regime`]): parties
+//! that retry at once after a miss, and parties that back off.
 //!
 //! `SHMLANE_BENCH_GRID=8 cargo bench --bench mpmc -- grid` adds 1..8 producers x 1..8
 //! consumers (threads, backing off), for a machine with 16 CPUs or more.
