@@ -1,8 +1,7 @@
 //! Parties (threads, or for shmlane also processes) moving u64 items through an MPMC queue,
 //! each pinned to a CPU of its own where there are enough: the harness of `mpmc` and
-//! `interleaved`. Each producer pushes its share
-//! of the items and then a sentinel; consumers stop once every sentinel has been taken and
-//! the queue is empty.
+//! `interleaved`. Each producer pushes its share of the items and then a sentinel;
+//! consumers stop once every sentinel has been taken and the queue is empty.
 
 use std::hint::spin_loop;
 use std::sync::atomic::{
@@ -20,7 +19,7 @@ use super::common::{self, Regime};
 use super::forked::{now_ns, SharedPage};
 
 /// Slots in every queue the MPMC cases build.
-pub const CAPACITY: usize = 4096;
+const CAPACITY: usize = 4096;
 /// What a producer pushes after its share.
 const STOP: u64 = u64::MAX;
 
@@ -66,6 +65,8 @@ fn consume<Q: Queue>(rx: &mut Q::Rx, stops: &AtomicU64, producers: u64, regime: 
     }
 }
 
+/// `producers` and `consumers` threads on `queue`, timed from the first party's start to the
+/// last consumer's end; the queue is kept alive for later runs ([`common::keep`]).
 pub fn run_threads<Q: Queue + 'static>(
     queue: Q,
     (producers, consumers): (usize, usize),
