@@ -472,31 +472,20 @@ impl<T: Pod> Consumer<T> {
         self.cached_available() > 0
     }
 
-    /// Takes the next item, which a [`look`](Self::look) (or a `try_ready` answer) showed is
-    /// there: from the lane when that look copied it from there, else from its slot.
+    /// Takes the next item, which [`has_cached`](Self::has_cached) (or a `look` or
+    /// `try_ready` answer) showed is there. The one place a popped value is read: everything that decides
+    /// whether there is one returns no `T`, so a large `T` is copied once, not once per layer.
     #[inline(always)]
     pub(crate) fn take(&mut self) -> T {
-        if lane::fits::<T>() && self.lane_pos == self.head {
-            let value = lane::value(&self.lane);
-            self.release(1);
-            return value;
-        }
-        self.take_cached()
-    }
-
-    /// Takes the next item from its slot, which [`has_cached`](Self::has_cached) showed is
-    /// there before any look: only a look copies the lane, so the lane never holds this one
-    /// and the pop of a backlog skips the check. (Any take may read the slot: the lane only
-    /// ever holds a copy.) The one place a popped value is read from its slot: everything
-    /// that decides whether there is one returns no `T`, so a large `T` is copied once, not
-    /// once per layer.
-    #[inline(always)]
-    pub(crate) fn take_cached(&mut self) -> T {
         debug_assert!(self.has_cached());
-        // SAFETY: head < tail (the caller's check): the producer published this slot and will
-        // not write it again until we release it; it holds a valid T (T: Pod, memory
-        // initialised).
-        let value = self.mem.slot(self.head).with(|p| unsafe { p.read() });
+        let value = if lane::fits::<T>() && self.lane_pos == self.head {
+            lane::value(&self.lane)
+        } else {
+            // SAFETY: head < tail (the caller's check): the producer published this slot and
+            // will not write it again until we release it; it holds a valid T (T: Pod, memory
+            // initialised).
+            self.mem.slot(self.head).with(|p| unsafe { p.read() })
+        };
         self.release(1);
         value
     }
@@ -505,11 +494,10 @@ impl<T: Pod> Consumer<T> {
     /// included): `Ok(None)` when empty.
     #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Result<Option<T>, Corruption> {
-        if self.has_cached() {
-            return Ok(Some(self.take_cached()));
-        }
-        if let Err(tail) = self.look() {
-            return self.empty_or_corrupt(tail).map(|()| None);
+        if !self.has_cached() {
+            if let Err(tail) = self.look() {
+                return self.empty_or_corrupt(tail).map(|()| None);
+            }
         }
         Ok(Some(self.take()))
     }
