@@ -144,6 +144,11 @@ pub(crate) struct Line {
     pub event: AtomicU32,
     /// Peers parked on `event`.
     pub waiters: AtomicU32,
+    /// SPSC producer line only: 1 while the consumer waits for items one by one, asking the
+    /// producer to copy each item it pushes on its own into the [`Lane`]. Written by the
+    /// consumer when that changes, read by the producer on every push (beside `waiters`). A
+    /// hint: the lane's sequence decides what the lane holds.
+    pub lane_wanted: AtomicU32,
 }
 
 /// Words in a [`Lane`]: what fits in a cache line beside a position and the lane's sequence.
@@ -168,8 +173,9 @@ pub(crate) struct Header {
     pub producer_state: AtomicU32,
     pub consumer_state: AtomicU32,
     /// SPSC: 1 while the producer copies each item it pushes on its own into its line's
-    /// [`Lane`], so that a consumer looks there only then. A hint: the lane's sequence
-    /// decides what the lane holds.
+    /// [`Lane`] (express pushes), so that a consumer looks there then, or when it asked for
+    /// the copies itself (`Line::lane_wanted`). A hint: the lane's sequence decides what the
+    /// lane holds.
     pub express: AtomicU32,
     pub producer: Line,
     pub consumer: Line,
@@ -202,6 +208,7 @@ mod pinned {
     const_assert_eq!(size_of::<Lane>(), 8 + 8 * LANE_WORDS);
     const_assert_eq!(offset_of!(Line, event), 64);
     const_assert_eq!(offset_of!(Line, waiters), 68);
+    const_assert_eq!(offset_of!(Line, lane_wanted), 72);
     const_assert_eq!(size_of::<Line>(), GROUP);
     const_assert_eq!(size_of::<Header>(), HEADER_LEN);
     const_assert_eq!(offset_of!(Entry, state), 0);
@@ -525,6 +532,7 @@ impl Line {
             },
             event: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
+            lane_wanted: AtomicU32::new(0),
         }
     }
 }

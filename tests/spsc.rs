@@ -111,46 +111,49 @@ fn a_million_items_cross_processes_over_a_memfd_with_and_without_express_pushes(
     }
 }
 
-/// A child echoes every item back on a second channel, both producers pushing express; the
-/// parent sends items one at a time and checks that each comes back exactly.
+/// A child echoes every item back on a second channel; the parent sends items one at a time
+/// and checks that each comes back exactly: with both producers pushing express, and without
+/// (each consumer, waiting between items, then asks its producer for the lane).
 #[test]
-fn express_ping_pong_between_processes_returns_every_item_exactly() {
+fn ping_pong_between_processes_returns_every_item_exactly_with_and_without_express() {
     let _serial = common::serial();
     const ROUND_TRIPS: u64 = 20_000;
-    let ping = spsc::Channel::<Item>::create(Backing::memfd("express-ping"), 64).unwrap();
-    let pong = spsc::Channel::<Item>::create(Backing::memfd("express-pong"), 64).unwrap();
-    let (ping_fd, pong_fd) = (
-        ping.fd().try_clone_to_owned().unwrap(),
-        pong.fd().try_clone_to_owned().unwrap(),
-    );
-    let mut child = fork(move || {
-        let mut rx = spsc::Channel::<Item>::from_fd(ping_fd)
-            .unwrap()
-            .consumer()
-            .unwrap();
-        let mut tx = spsc::Channel::<Item>::from_fd(pong_fd)
-            .unwrap()
-            .producer()
-            .unwrap();
-        tx.set_express(true);
-        loop {
-            match rx.pop() {
-                Ok(item) => tx.push(item).unwrap(),
-                Err(PopError::Disconnected) => return 0,
-                Err(e) => panic!("echo: {e}"),
+    for express in [false, true] {
+        let ping = spsc::Channel::<Item>::create(Backing::memfd("ping"), 64).unwrap();
+        let pong = spsc::Channel::<Item>::create(Backing::memfd("pong"), 64).unwrap();
+        let (ping_fd, pong_fd) = (
+            ping.fd().try_clone_to_owned().unwrap(),
+            pong.fd().try_clone_to_owned().unwrap(),
+        );
+        let mut child = fork(move || {
+            let mut rx = spsc::Channel::<Item>::from_fd(ping_fd)
+                .unwrap()
+                .consumer()
+                .unwrap();
+            let mut tx = spsc::Channel::<Item>::from_fd(pong_fd)
+                .unwrap()
+                .producer()
+                .unwrap();
+            tx.set_express(express);
+            loop {
+                match rx.pop() {
+                    Ok(item) => tx.push(item).unwrap(),
+                    Err(PopError::Disconnected) => return 0,
+                    Err(e) => panic!("echo: {e}"),
+                }
             }
+        });
+        let mut tx = ping.producer().unwrap();
+        let mut rx = pong.consumer().unwrap();
+        tx.set_express(express);
+        for seq in 0..ROUND_TRIPS {
+            tx.push(Item::new(seq)).unwrap();
+            assert_eq!(rx.pop(), Ok(Item::new(seq)));
         }
-    });
-    let mut tx = ping.producer().unwrap();
-    let mut rx = pong.consumer().unwrap();
-    tx.set_express(true);
-    for seq in 0..ROUND_TRIPS {
-        tx.push(Item::new(seq)).unwrap();
-        assert_eq!(rx.pop(), Ok(Item::new(seq)));
+        drop(tx);
+        assert_eq!(child.wait(), 0);
+        assert_eq!(rx.pop(), Err(PopError::Disconnected));
     }
-    drop(tx);
-    assert_eq!(child.wait(), 0);
-    assert_eq!(rx.pop(), Err(PopError::Disconnected));
 }
 
 /// Items of `N` bytes, each byte set from its sequence number, sent one at a time to a

@@ -1,7 +1,9 @@
 //! The SPSC producer's lane ([`Lane`]): the last item pushed on its own, copied beside the
 //! tail so that a consumer that finds exactly that item reads it from the line it already
-//! has. A sequence lock over atomic words: the consumer checks the sequence before and after
-//! reading the words, and falls back to the slot (which holds the same value) on any doubt.
+//! has. The producer fills it with express pushes on, or while the consumer asks for it (a
+//! consumer that waits for each item: `Line::lane_wanted`). A sequence lock over atomic
+//! words: the consumer checks the sequence before and after reading the words, and falls back
+//! to the slot (which holds the same value) on any doubt.
 
 use bytemuck::Pod;
 

@@ -46,7 +46,18 @@ pub(crate) struct Consumer<T> {
     /// found it; never a head once that item is popped (u64::MAX: none yet).
     lane_pos: u64,
     lane: lane::Words,
+    /// Whether this consumer has asked the producer to fill the lane (`Line::lane_wanted`):
+    /// from a long enough run of misses at one head until an item is found without one.
+    wants_lane: bool,
+    /// The head at the current run of misses, and how many looks it has missed.
+    miss_head: u64,
+    misses: u32,
 }
+
+/// Misses in a row at one head after which a consumer asks for the lane: it waits for items
+/// one by one (request/response traffic), not for a producer that streams. A consumer
+/// chasing a streaming producer misses once or twice between items.
+const LANE_AFTER_MISSES: u32 = 4;
 
 /// Checks a (head, tail) pair read at attach time. Below [`POS_LIMIT`] here, the counters
 /// stay far from overflowing: each side only adds to its own, and checks the other's
@@ -125,6 +136,16 @@ impl<T: Pod> Producer<T> {
         self.mem.header().express.store(express.into(), Relaxed);
     }
 
+    /// Whether a push of one item copies it into the lane: always with express pushes on,
+    /// otherwise while the consumer asks for it ([`Consumer::look`]). The ask sits beside
+    /// `waiters`, which the push's `notify` reads anyway: an L1 hit while it does not change.
+    #[inline(always)]
+    fn fills_lane(&self) -> bool {
+        // Relaxed: a hint (see `Line::lane_wanted`).
+        lane::fits::<T>()
+            && (self.express || self.mem.producer_line().lane_wanted.load(Relaxed) != 0)
+    }
+
     /// Whether the cached head shows a free slot, reading nothing the consumer writes.
     #[inline(always)]
     pub(crate) fn has_cached_room(&self) -> bool {
@@ -146,7 +167,7 @@ impl<T: Pod> Producer<T> {
         self.mem
             .slot(self.tail)
             .with_mut(|p| unsafe { write_slot(p, value) });
-        if lane::fits::<T>() && self.express {
+        if self.fills_lane() {
             lane::put(&self.mem.producer_line().lane, self.tail, &value);
         }
         self.commit(1);
@@ -328,12 +349,17 @@ impl<T: Pod> Consumer<T> {
         let head = mem.consumer_line().pos.load(Acquire);
         let tail = mem.producer_line().pos.load(Acquire);
         check_pair(head, tail, mem.capacity())?;
+        // Relaxed: a hint (see `Line::lane_wanted`); a consumer that went left it asking.
+        mem.producer_line().lane_wanted.store(0, Relaxed);
         Ok(Consumer {
             mem,
             head,
             tail_cache: tail,
             lane_pos: u64::MAX,
             lane: Default::default(),
+            wants_lane: false,
+            miss_head: head,
+            misses: 0,
         })
     }
 
@@ -400,17 +426,57 @@ impl<T: Pod> Consumer<T> {
         // cache used up, `tail_cache` is `head`, so this is `refresh`'s window less "none").
         if tail.wrapping_sub(head).wrapping_sub(1) < self.mem.capacity() {
             self.tail_cache = tail;
+            let lone = lane::fits::<T>() && tail == head + 1;
+            if self.wants_lane && !(lone && self.waited_at(head)) {
+                // Items come faster than this consumer waits for them: the producer streams,
+                // and copies would only slow it.
+                self.ask_for_lane(false);
+            }
             // The one item the producer just pushed: its copy came with the tail's line.
             // Relaxed: a hint (see `Header::express`); looking at the lane of a producer that
-            // does not fill it costs a second read of a line the producer keeps writing.
-            if lane::fits::<T>() && tail == head + 1 && self.mem.header().express.load(Relaxed) != 0
-            {
+            // does not fill it costs a second read of a line it keeps writing.
+            if lone && (self.wants_lane || self.mem.header().express.load(Relaxed) != 0) {
                 self.copy_lane(head);
             }
             Ok(())
         } else {
+            self.count_miss();
             Err(tail)
         }
+    }
+
+    /// Counts a look that found no item, and asks for the lane once a run of them at one head
+    /// is long enough.
+    #[inline(always)]
+    fn count_miss(&mut self) {
+        if !lane::fits::<T>() {
+            return;
+        }
+        if self.miss_head != self.head {
+            (self.miss_head, self.misses) = (self.head, 0);
+        }
+        self.misses = self.misses.saturating_add(1);
+        if !self.wants_lane && self.waited_at(self.head) {
+            self.ask_for_lane(true);
+        }
+    }
+
+    /// Whether looks at `head` missed often enough in a row to ask for the lane.
+    #[inline(always)]
+    fn waited_at(&self, head: u64) -> bool {
+        self.miss_head == head && self.misses >= LANE_AFTER_MISSES
+    }
+
+    /// Asks the producer to fill the lane, or to stop.
+    #[cold]
+    #[inline(never)]
+    fn ask_for_lane(&mut self, wanted: bool) {
+        self.wants_lane = wanted;
+        // Relaxed: a hint (see `Line::lane_wanted`).
+        self.mem
+            .producer_line()
+            .lane_wanted
+            .store(wanted.into(), Relaxed);
     }
 
     /// Copies the lane's words, if it holds item `head` whole, for [`take`](Self::take).
@@ -700,6 +766,59 @@ mod tests {
         tx.set_express(true);
         assert_eq!(tx.push_slice(&[14]), Ok(1));
         assert_eq!(rx.pop(), Ok(Some(14)));
+    }
+
+    #[test]
+    fn a_consumer_asks_for_the_lane_while_it_waits_for_each_item() {
+        let (mut tx, mut rx) = ring(4);
+        let asked = |rx: &Consumer<u64>| rx.mem().producer_line().lane_wanted.load(Relaxed);
+        let misses = |rx: &mut Consumer<u64>, n: u32| {
+            for _ in 0..n {
+                assert_eq!(rx.pop(), Ok(None));
+            }
+        };
+        misses(&mut rx, LANE_AFTER_MISSES - 1);
+        assert_eq!(asked(&rx), 0, "a run as short as a chasing consumer's");
+        // An item ends the run; the next one counts from zero.
+        assert_eq!(tx.push(1), Ok(true));
+        assert_eq!(rx.pop(), Ok(Some(1)));
+        misses(&mut rx, LANE_AFTER_MISSES - 1);
+        assert_eq!(asked(&rx), 0);
+        misses(&mut rx, 1);
+        assert_eq!(asked(&rx), 1);
+        // Lone items waited for now come through the lane.
+        for (pos, value) in [(1, 2), (2, 3)] {
+            misses(&mut rx, LANE_AFTER_MISSES);
+            assert_eq!(tx.push(value), Ok(true));
+            overwrite_slot(rx.mem(), pos, 99);
+            assert_eq!(rx.pop(), Ok(Some(value)));
+            assert_eq!(asked(&rx), 1);
+        }
+        // Two found at once: the ask is withdrawn, and lone items use their slots again.
+        misses(&mut rx, LANE_AFTER_MISSES);
+        assert_eq!(tx.push(4), Ok(true));
+        assert_eq!(tx.push(5), Ok(true));
+        assert_eq!(rx.pop(), Ok(Some(4)));
+        assert_eq!(asked(&rx), 0);
+        assert_eq!(rx.pop(), Ok(Some(5)));
+        assert_eq!(tx.push(6), Ok(true));
+        overwrite_slot(rx.mem(), 5, 98);
+        assert_eq!(rx.pop(), Ok(Some(98)));
+        // A lone item found after a short wait withdraws it too.
+        misses(&mut rx, LANE_AFTER_MISSES);
+        assert_eq!(asked(&rx), 1);
+        assert_eq!(tx.push(7), Ok(true));
+        assert_eq!(rx.pop(), Ok(Some(7)));
+        misses(&mut rx, LANE_AFTER_MISSES - 1);
+        assert_eq!(tx.push(8), Ok(true));
+        overwrite_slot(rx.mem(), 7, 97);
+        assert_eq!(rx.pop(), Ok(Some(97)));
+        assert_eq!(asked(&rx), 0);
+        // A new consumer takes back the ask of one that went.
+        misses(&mut rx, LANE_AFTER_MISSES);
+        assert_eq!(asked(&rx), 1);
+        let rx = Consumer::<u64>::attach(rx.mem().clone()).unwrap();
+        assert_eq!(asked(&rx), 0);
     }
 
     #[test]
