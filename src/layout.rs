@@ -7,7 +7,8 @@
 //!     68    4   producer_state           SPSC: NONE/ACTIVE/CLOSED; MPMC: EVER | live count
 //!     72    4   consumer_state           likewise for the consumer role(s)
 //!     76    4   express                  SPSC: 1 while the producer fills its lane
-//!    128  128   producer Line            SPSC tail and lane (the last item pushed alone) /
+//!    128  128   producer Line            SPSC tail and lane (the last item pushed alone),
+//!                                        and the consumer's ask for the lane /
 //!                                        MPMC enqueue position; consumers park on its event
 //!                                        word
 //!    256  128   consumer Line            SPSC head / MPMC dequeue position; producers park
@@ -26,7 +27,10 @@ use crate::sync::{AtomicU32, AtomicU64};
 
 /// First eight bytes of every shmlane region.
 pub(crate) const MAGIC: [u8; 8] = *b"SHMLANE\0";
-/// Bumped on any change to this file's layout or to a ring's protocol.
+/// Bumped on any change to this file's layout or to a ring's protocol that a peer built
+/// for the previous one would misread. Not for a hint added in what was padding, and
+/// that such a peer never reads nor writes: `Line::lane_wanted` (an older producer ignores
+/// the ask, an older consumer never makes it; the lane's sequence alone says what it holds).
 pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// `init` once the creator has written everything else.
 pub(crate) const READY: u32 = 0x5245_4459; // "REDY"
