@@ -301,16 +301,17 @@ impl<T: Pod> Producer<T> {
     /// ([`try_push`](Self::try_push), [`push`](Self::push)) is also copied beside the tail,
     /// on the cache line the consumer polls, so that a consumer that finds exactly that item
     /// reads one cache line from this producer's core instead of two (the tail's, then the
-    /// slot's). Without it the copy is still made while the consumer asks for it: a consumer
-    /// that missed 4 looks in a row at the same item asks, and one that finds items piling
-    /// up withdraws the ask, so request/response traffic gets the copy after its first wait
-    /// and a producer that streams does not pay for it. Express pushes make the copy from the
-    /// first item whatever the consumer does: a busy-polled round trip between two processes
-    /// then costs about that of two cache-padded atomics bounced by hand (the README's
-    /// Performance section). Leave it off for a producer that streams: a consumer that keeps
-    /// up then reads a line this producer writes four times per push instead of once, and
-    /// items of a u64 moved one by one, the consumer chasing, ran at about 0.4x the rate.
-    /// Slices and chunks never use the copy; larger items never do.
+    /// slot's). Without it the copy is made only while the consumer asks for it: a consumer
+    /// that misses 4 looks in a row at the same item asks, and withdraws the ask once it
+    /// finds items without such a wait (more than one, or one after fewer misses). So
+    /// request/response traffic gets the copy from its first wait on, and a busy-polled round
+    /// trip between two processes costs about what two cache-padded atomics bounced by hand
+    /// do (the README's Performance section), while a producer that streams does not pay for
+    /// it. Express pushes make the copy from the first item whatever the consumer does. Leave
+    /// them off for a producer that streams: a consumer that keeps up then reads a line this
+    /// producer writes four times per push instead of once, and items of a u64 moved one by
+    /// one, the consumer chasing, ran at about 0.4x the rate. Slices and chunks never use the
+    /// copy; larger items never do.
     pub fn set_express(&mut self, express: bool) {
         self.ring.set_express(express);
     }
