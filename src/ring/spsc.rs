@@ -416,7 +416,8 @@ impl<T: Pod> Consumer<T> {
     /// The look at the producer's position that a pop makes once its cached items are used
     /// up (a consumer that keeps up makes it for most items): `Ok(())` when it shows an
     /// item, now cached; otherwise the position it saw, for
-    /// [`after_miss`](Self::after_miss).
+    /// [`after_miss`](Self::after_miss). Every pop's wait passes here, so this is also where
+    /// the consumer counts its misses and makes or withdraws its ask for the lane.
     #[inline(always)]
     pub(crate) fn look(&mut self) -> Result<(), u64> {
         debug_assert!(!self.has_cached());
