@@ -131,6 +131,13 @@ pub fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
     let page = SharedPage::new();
     let (ready, go, stops) = (page.word(0), page.word(16), page.word(32));
     let end = |consumer: usize| page.word(48 + 16 * consumer);
+    // A party with its endpoint says it is ready, then waits for the start.
+    let to_start_line = || {
+        ready.fetch_add(1, Release);
+        while go.load(Acquire) == 0 {
+            spin_loop();
+        }
+    };
     let share = iters / pairs as u64;
     let mut children = Vec::new();
     for role in 0..2 * pairs {
@@ -141,18 +148,12 @@ pub fn run_processes(pairs: usize, regime: Regime, iters: u64) -> Duration {
             pin_party(role, 2 * pairs);
             let code = if role < pairs {
                 let mut tx = chan.0.producer().unwrap();
-                ready.fetch_add(1, Release);
-                while go.load(Acquire) == 0 {
-                    spin_loop();
-                }
+                to_start_line();
                 produce::<Shmlane>(&mut tx, share, regime);
                 0
             } else {
                 let mut rx = chan.0.consumer().unwrap();
-                ready.fetch_add(1, Release);
-                while go.load(Acquire) == 0 {
-                    spin_loop();
-                }
+                to_start_line();
                 let popped = consume::<Shmlane>(&mut rx, stops, pairs as u64, regime);
                 end(role - pairs).store(now_ns(), Release);
                 // Each consumer's count goes back through the exit status, modulo 256.
