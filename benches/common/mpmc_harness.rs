@@ -90,7 +90,7 @@ pub fn run_threads<Q: Queue + 'static>(
                     pin_party(k, parties);
                     barrier.wait();
                     let start = Instant::now();
-                    produce::<Q>(&mut tx, share, regime);
+                    common::on_shifted_stack(move || produce::<Q>(&mut tx, share, regime));
                     start
                 })
             })
@@ -103,7 +103,9 @@ pub fn run_threads<Q: Queue + 'static>(
                 s.spawn(move || {
                     pin_party(producers + k, parties);
                     barrier.wait();
-                    let popped = consume::<Q>(&mut rx, stops, producers as u64, regime);
+                    let popped = common::on_shifted_stack(move || {
+                        consume::<Q>(&mut rx, stops, producers as u64, regime)
+                    });
                     (Instant::now(), popped)
                 })
             })

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use shmlane::{spsc, Backing};
 
 use super::affinity;
-use super::common::{keep, Regime};
+use super::common::{keep, on_shifted_stack, Regime};
 
 /// Slots in every ring the two-thread benches build.
 pub const CAPACITY: usize = 4096;
@@ -57,14 +57,14 @@ pub fn two_threads<P: Send + 'static, C: Send + 'static>(
         let consumer = s.spawn(|| {
             affinity::pin(1);
             barrier.wait();
-            let endpoint = consume();
+            let endpoint = on_shifted_stack(consume);
             (Instant::now(), endpoint)
         });
         let producer = s.spawn(|| {
             affinity::pin(0);
             barrier.wait();
             let start = Instant::now();
-            (start, produce())
+            (start, on_shifted_stack(produce))
         });
         let (start, producer) = producer.join().unwrap();
         let (end, consumer) = consumer.join().unwrap();
