@@ -540,8 +540,9 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Takes the next item, which [`has_cached`](Self::has_cached) (or a `look` or
-    /// `try_ready` answer) showed is there. The one place a popped value is read: everything that decides
-    /// whether there is one returns no `T`, so a large `T` is copied once, not once per layer.
+    /// `try_ready` answer) showed is there. The one place a popped value is read: everything
+    /// that decides whether there is one returns no `T`, so a large `T` is copied once, not
+    /// once per layer.
     #[inline(always)]
     pub(crate) fn take(&mut self) -> T {
         debug_assert!(self.has_cached());
