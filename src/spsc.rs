@@ -549,7 +549,9 @@ impl<T: Pod> Consumer<T> {
         if ready < min || min > max {
             return Err(ChunkError::TooFew(ready));
         }
-        let (first, second) = self.ring.mem().split(self.ring.head(), ready.min(max));
+        let (head, n) = (self.ring.head(), ready.min(max));
+        self.ring.mem().prefetch(head, n);
+        let (first, second) = self.ring.mem().split(head, n);
         Ok(ReadChunk {
             consumer: self,
             first,
