@@ -1,9 +1,9 @@
 //! Interleaved A/B: shmlane and its baseline take turns, trial by trial, in rounds that
 //! each run in a fresh process. The cases: SPSC between two threads (each pinned to its own
 //! CPU where two exist) beside rtrb, with the item sizes of `spsc_threads` (u64, 64 bytes,
-//! 1 KiB); MPMC with 1 and 2 producers and as many consumers, threads and processes, beside
-//! crossbeam's ArrayQueue between threads (u64, the harness of `mpmc`); each in both
-//! regimes ([`Regime`]). Prints, per case, each queue's median rate and the median of the
+//! 1 KiB) and its u64 chunks of 256; MPMC with 1 and 2 producers and as many consumers,
+//! threads and processes, beside crossbeam's ArrayQueue between threads (u64, the harness
+//! of `mpmc`); each in both regimes ([`Regime`]). Prints, per case, each queue's median rate and the median of the
 //! per-pair ratios (baseline time / shmlane time: above 1 means shmlane is faster) with their
 //! quartiles, pooled over all rounds, and the quartiles of the rounds' own medians.
 //!
@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use common::Regime;
 use mpmc_harness::{run_processes, run_threads, ArrayQueue, Shmlane};
-use pair::{rtrb_items, shmlane_items};
+use pair::{rtrb_chunks, rtrb_items, shmlane_chunks, shmlane_items};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -121,12 +121,18 @@ fn mpmc_array_queue<const PAIRS: usize>(regime: Regime, items: u64) -> Duration 
 fn main() {
     // Each case, named by the group it repeats: the baseline's name, and the two runs.
     type Run = fn(Regime, u64) -> Duration;
-    let groups: [(&str, &str, Run, Run); 7] = [
+    let groups: [(&str, &str, Run, Run); 8] = [
         (
             "spsc_threads/u64",
             "rtrb",
             shmlane_items::<u64>,
             rtrb_items::<u64>,
+        ),
+        (
+            "spsc_threads/u64_chunks_256",
+            "rtrb",
+            shmlane_chunks,
+            rtrb_chunks,
         ),
         (
             "spsc_threads/64B",

@@ -1,14 +1,13 @@
 //! In-process SPSC throughput: a producer thread and a consumer thread move items through a
 //! ring of capacity 4096: shmlane (memfd-backed) beside rtrb, crossbeam's ArrayQueue and
 //! std's sync_channel. u64 items one at a time (in both regimes, see [`Regime`]) and in
-//! chunks of 256; 64-byte and 1 KiB structs one at a time.
+//! chunks of 256 (chasing); 64-byte and 1 KiB structs one at a time.
 //!
 //! `cargo bench --bench spsc_threads`. Each sample moves `iters` items; the time is from the
 //! moment both threads are released to the moment the consumer has seen the last item.
 //! Every consumer checks that items arrive in order. Each thread is pinned to its own CPU
 //! where two exist (`SHMLANE_PIN=0`: left to the scheduler).
 
-use std::hint::spin_loop;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
@@ -21,11 +20,9 @@ mod pair;
 use common::Regime;
 use criterion::measurement::WallTime;
 use pair::{
-    array_queue_items, per_item, rtrb_items, shmlane_items, shmlane_pair, two_threads, Item,
+    array_queue_items, per_item, rtrb_chunks, rtrb_items, shmlane_chunks, shmlane_items, Item,
     CAPACITY,
 };
-
-const CHUNK: usize = 256;
 
 /// shmlane, rtrb, ArrayQueue and sync_channel, one `I` at a time.
 fn per_item_cases<I: Item>(group: &mut BenchmarkGroup<'_, WallTime>, regime: Regime) {
@@ -54,79 +51,10 @@ fn per_item_cases<I: Item>(group: &mut BenchmarkGroup<'_, WallTime>, regime: Reg
 
 fn chunk_cases(group: &mut BenchmarkGroup<'_, WallTime>) {
     group.bench_function("shmlane", |b| {
-        b.iter_custom(|iters| {
-            let (mut tx, mut rx) = shmlane_pair::<u64>();
-            two_threads(
-                move || {
-                    let mut i = 0;
-                    while i < iters {
-                        let want = (iters - i).min(CHUNK as u64) as usize;
-                        match tx.write_chunk_upto(want) {
-                            Ok(chunk) => i += chunk.fill_from_iter(i..) as u64,
-                            Err(_) => spin_loop(),
-                        }
-                    }
-                    tx
-                },
-                move || {
-                    let mut next = 0;
-                    while next < iters {
-                        match rx.read_chunk_upto(CHUNK) {
-                            Ok(chunk) => {
-                                let (a, b) = chunk.as_slices();
-                                for &v in a.iter().chain(b) {
-                                    assert_eq!(v, next, "out of order");
-                                    next += 1;
-                                }
-                                let n = chunk.len();
-                                chunk.release(n);
-                            }
-                            Err(_) => spin_loop(),
-                        }
-                    }
-                    rx
-                },
-            )
-        })
+        b.iter_custom(|iters| shmlane_chunks(Regime::Chase, iters))
     });
     group.bench_function("rtrb", |b| {
-        b.iter_custom(|iters| {
-            let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
-            two_threads(
-                move || {
-                    let mut i = 0;
-                    while i < iters {
-                        let want = (iters - i).min(CHUNK as u64) as usize;
-                        let n = tx.slots().min(want);
-                        if n == 0 {
-                            spin_loop();
-                            continue;
-                        }
-                        let chunk = tx.write_chunk_uninit(n).unwrap();
-                        i += chunk.fill_from_iter(i..) as u64;
-                    }
-                    tx
-                },
-                move || {
-                    let mut next = 0;
-                    while next < iters {
-                        let n = rx.slots().min(CHUNK);
-                        if n == 0 {
-                            spin_loop();
-                            continue;
-                        }
-                        let chunk = rx.read_chunk(n).unwrap();
-                        let (a, b) = chunk.as_slices();
-                        for &v in a.iter().chain(b) {
-                            assert_eq!(v, next, "out of order");
-                            next += 1;
-                        }
-                        chunk.commit_all();
-                    }
-                    rx
-                },
-            )
-        })
+        b.iter_custom(|iters| rtrb_chunks(Regime::Chase, iters))
     });
 }
 

@@ -13,6 +13,9 @@ use super::common::{keep, on_shifted_stack, Regime};
 /// Slots in every ring the two-thread benches build.
 pub const CAPACITY: usize = 4096;
 
+/// Items per chunk in the chunked runs.
+pub const CHUNK: usize = 256;
+
 /// An item: plain data whose first word carries its sequence number.
 pub trait Item: bytemuck::Pod + Send {
     fn numbered(seq: u64) -> Self;
@@ -143,6 +146,84 @@ pub fn rtrb_items<I: Item>(regime: Regime, iters: u64) -> Duration {
         regime,
         iters,
     )
+}
+
+/// u64 items through shmlane's ring in chunks of up to [`CHUNK`], written and read in place
+/// (`write_chunk_upto`, `read_chunk_upto`), waiting as `regime` says after a miss.
+pub fn shmlane_chunks(regime: Regime, iters: u64) -> Duration {
+    let (mut tx, mut rx) = shmlane_pair::<u64>();
+    two_threads(
+        move || {
+            let mut i = 0;
+            while i < iters {
+                let want = (iters - i).min(CHUNK as u64) as usize;
+                match tx.write_chunk_upto(want) {
+                    Ok(chunk) => i += chunk.fill_from_iter(i..) as u64,
+                    Err(_) => regime.miss(),
+                }
+            }
+            tx
+        },
+        move || {
+            let mut next = 0;
+            while next < iters {
+                match rx.read_chunk_upto(CHUNK) {
+                    Ok(chunk) => {
+                        let (a, b) = chunk.as_slices();
+                        next = check_run(next, a.iter().chain(b));
+                        let n = chunk.len();
+                        chunk.release(n);
+                    }
+                    Err(_) => regime.miss(),
+                }
+            }
+            rx
+        },
+    )
+}
+
+/// rtrb through the same loops as [`shmlane_chunks`]: its `slots` then a chunk of that many
+/// (at most [`CHUNK`]).
+pub fn rtrb_chunks(regime: Regime, iters: u64) -> Duration {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
+    two_threads(
+        move || {
+            let mut i = 0;
+            while i < iters {
+                let want = (iters - i).min(CHUNK as u64) as usize;
+                match tx.slots().min(want) {
+                    0 => regime.miss(),
+                    n => i += tx.write_chunk_uninit(n).unwrap().fill_from_iter(i..) as u64,
+                }
+            }
+            tx
+        },
+        move || {
+            let mut next = 0;
+            while next < iters {
+                match rx.slots().min(CHUNK) {
+                    0 => regime.miss(),
+                    n => {
+                        let chunk = rx.read_chunk(n).unwrap();
+                        let (a, b) = chunk.as_slices();
+                        next = check_run(next, a.iter().chain(b));
+                        chunk.commit_all();
+                    }
+                }
+            }
+            rx
+        },
+    )
+}
+
+/// Checks that `run` holds the items numbered from `next` on, in order; the number after.
+#[inline(always)]
+fn check_run<'a>(mut next: u64, run: impl Iterator<Item = &'a u64>) -> u64 {
+    for &v in run {
+        assert_eq!(v, next, "out of order");
+        next += 1;
+    }
+    next
 }
 
 /// crossbeam's ArrayQueue through [`per_item`].
