@@ -2,7 +2,8 @@
 # Runs a short version of every criterion group and prints one markdown table: each case's
 # median time, and each shmlane case as a ratio to its baseline measured in the same run
 # (baseline time / shmlane time: above 1 means shmlane is faster). Prints the machine first,
-# and after the table the interleaved A/B of the per-item cases (benches/interleaved.rs).
+# and after the table the interleaved A/B of the per-item and chunked cases
+# (benches/interleaved.rs).
 #
 # With RUNS=n (default 1) it runs every criterion group n times and prints, for each case,
 # the median over the runs, and for each ratio the median of the per-run ratios with their
