@@ -590,7 +590,8 @@ impl<T: Pod> Drop for Consumer<T> {
 
 /// Ready items of a consumer, borrowed in place: read them through
 /// [`as_slices`](Self::as_slices), then hand a prefix back with [`release`](Self::release).
-/// Dropping it releases nothing (the items stay for the next read).
+/// Dropping it releases nothing (the items stay for the next read). Handing one out starts
+/// loading its first 4 KiB into this CPU's cache, so read it soon after taking it.
 ///
 /// The views point into shared memory that, by the protocol, only the consumer reads until
 /// released. A hostile peer could still write under them: with untrusted peers, copy values
