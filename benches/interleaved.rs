@@ -3,9 +3,10 @@
 //! CPU where two exist) beside rtrb, with the item sizes of `spsc_threads` (u64, 64 bytes,
 //! 1 KiB) and its u64 chunks of 256; MPMC with 1 and 2 producers and as many consumers,
 //! threads and processes, beside crossbeam's ArrayQueue between threads (u64, the harness
-//! of `mpmc`); each in both regimes ([`Regime`]). Prints, per case, each queue's median rate and the median of the
-//! per-pair ratios (baseline time / shmlane time: above 1 means shmlane is faster) with their
-//! quartiles, pooled over all rounds, and the quartiles of the rounds' own medians.
+//! of `mpmc`); each in both regimes ([`Regime`]). Prints, per case, each queue's median
+//! rate and the median of the per-pair ratios (baseline time / shmlane time: above 1 means
+//! shmlane is faster) with their quartiles, pooled over all rounds, and the quartiles of the
+//! rounds' own medians.
 //!
 //! Why beside the criterion groups: criterion measures each function in one block of
 //! seconds, and on a machine whose speed between CPUs changes within minutes a change
