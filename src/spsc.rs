@@ -549,9 +549,9 @@ impl<T: Pod> Consumer<T> {
         if ready < min || min > max {
             return Err(ChunkError::TooFew(ready));
         }
-        let (head, n) = (self.ring.head(), ready.min(max));
-        self.ring.mem().prefetch(head, n);
-        let (first, second) = self.ring.mem().split(head, n);
+        let head = self.ring.head();
+        let (first, second) = self.ring.mem().split(head, ready.min(max));
+        self.ring.mem().prefetch(head, (first, second));
         Ok(ReadChunk {
             consumer: self,
             first,
