@@ -3,7 +3,9 @@
 //! CPU where two exist) beside rtrb, with the item sizes of `spsc_threads` (u64, 64 bytes,
 //! 1 KiB) and its u64 chunks of 256; MPMC with 1 and 2 producers and as many consumers,
 //! threads and processes, beside crossbeam's ArrayQueue between threads (u64, the harness
-//! of `mpmc`); each in both regimes ([`Regime`]). Prints, per case, each queue's median
+//! of `mpmc`); each in both regimes ([`Regime`]). And the busy-polling round trip between
+//! two processes (plain and express) beside the floor of `rtt`, each trial a fresh fork and
+//! fresh mappings; there an item is a round trip. Prints, per case, each queue's median
 //! rate and the median of the per-pair ratios (baseline time / shmlane time: above 1 means
 //! shmlane is faster) with their quartiles, pooled over all rounds, and the quartiles of the
 //! rounds' own medians.
@@ -33,12 +35,16 @@ mod forked;
 mod mpmc_harness;
 #[path = "common/pair.rs"]
 mod pair;
+#[path = "../examples/common/pingpong.rs"]
+#[allow(dead_code)] // the transports through the kernel are the `rtt` bench's
+mod pingpong;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Regime;
 use mpmc_harness::{run_processes, run_threads, ArrayQueue, Shmlane};
 use pair::{rtrb_chunks, rtrb_items, shmlane_chunks, shmlane_items};
+use pingpong::Transport;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -51,6 +57,16 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn quartiles(mut values: Vec<f64>) -> [f64; 3] {
     values.sort_by(f64::total_cmp);
     [1, 2, 3].map(|q| values[(values.len() - 1) * q / 4])
+}
+
+/// A rate in M items/s: whole from 10 up (the queues), to two decimals below (round
+/// trips, some 3-4 M/s).
+fn format_rate(m_per_s: f64) -> String {
+    if m_per_s >= 10.0 {
+        format!("{m_per_s:.0}")
+    } else {
+        format!("{m_per_s:.2}")
+    }
 }
 
 /// Names the case a child process runs (see [`main`]).
@@ -119,6 +135,30 @@ fn mpmc_array_queue<const PAIRS: usize>(regime: Regime, items: u64) -> Duration 
     run_threads(ArrayQueue::new(), (PAIRS, PAIRS), regime, items)
 }
 
+/// Round trips over a ping-pong of `transport` just started: a fresh child, and fresh
+/// memory for what it bounces. What a trip costs moves from one start to the next (the
+/// floor took 223-285 ns in six criterion runs of one build, one start each), so each trial
+/// makes its own start. Timed after as many trips again, which let both sides settle.
+fn round_trips(transport: Transport, trips: u64) -> Duration {
+    let mut pinger = pingpong::start(transport);
+    for v in 1..=trips {
+        pinger.round_trip(v);
+    }
+    let start = Instant::now();
+    for v in trips + 1..=2 * trips {
+        pinger.round_trip(v);
+    }
+    start.elapsed()
+}
+
+/// A case: its name, the baseline's name, and the two runs, each given the item count.
+type Case = (
+    String,
+    &'static str,
+    Box<dyn Fn(u64) -> Duration>,
+    Box<dyn Fn(u64) -> Duration>,
+);
+
 fn main() {
     // Each case, named by the group it repeats: the baseline's name, and the two runs.
     type Run = fn(Regime, u64) -> Duration;
@@ -172,14 +212,27 @@ fn main() {
             mpmc_array_queue::<2>,
         ),
     ];
-    let cases = groups
+    let regimes = groups
         .iter()
         .flat_map(|&(group, baseline_name, shmlane, baseline)| {
-            Regime::ALL.map(move |regime| {
-                let name = format!("{group}/{}", regime.name());
-                (name, baseline_name, regime, shmlane, baseline)
+            Regime::ALL.map(move |regime| -> Case {
+                (
+                    format!("{group}/{}", regime.name()),
+                    baseline_name,
+                    Box::new(move |items| shmlane(regime, items)),
+                    Box::new(move |items| baseline(regime, items)),
+                )
             })
         });
+    let rtt = [Transport::ShmlaneBusyPoll, Transport::ShmlaneExpress].map(|t| -> Case {
+        (
+            format!("rtt/{}", t.name()),
+            Transport::Floor.name(),
+            Box::new(move |trips| round_trips(t, trips)),
+            Box::new(|trips| round_trips(Transport::Floor, trips)),
+        )
+    });
+    let cases = regimes.chain(rtt);
     let pairs_per_round = (
         env_or("SHMLANE_AB_TRIALS", 7).max(1),
         env_or("SHMLANE_AB_ITEMS", 200_000).max(1),
@@ -187,15 +240,11 @@ fn main() {
 
     // A child: one round of one case.
     if let Ok(wanted) = std::env::var(CASE_VAR) {
-        let (_, _, regime, shmlane, baseline) = cases
+        let (_, _, shmlane, baseline) = cases
             .into_iter()
             .find(|case| case.0 == wanted)
             .expect("a known case");
-        pairs(
-            pairs_per_round,
-            |items| shmlane(regime, items),
-            |items| baseline(regime, items),
-        );
+        pairs(pairs_per_round, shmlane, baseline);
         return;
     }
 
@@ -228,9 +277,9 @@ fn main() {
         let [q1, ratio, q3] = column(2);
         let [low, _, high] = quartiles(medians);
         println!(
-            "| {name} | {:.0} | {baseline_name} | {:.0} | {ratio:.2}x ({q1:.2}-{q3:.2}) | {low:.2}-{high:.2} |",
-            column(0)[1],
-            column(1)[1],
+            "| {name} | {} | {baseline_name} | {} | {ratio:.2}x ({q1:.2}-{q3:.2}) | {low:.2}-{high:.2} |",
+            format_rate(column(0)[1]),
+            format_rate(column(1)[1]),
         );
     }
 }

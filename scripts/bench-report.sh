@@ -2,8 +2,8 @@
 # Runs a short version of every criterion group and prints one markdown table: each case's
 # median time, and each shmlane case as a ratio to its baseline measured in the same run
 # (baseline time / shmlane time: above 1 means shmlane is faster). Prints the machine first,
-# and after the table the interleaved A/B of the per-item and chunked cases
-# (benches/interleaved.rs).
+# and after the table the interleaved A/B of the per-item, chunked, MPMC and busy-polling
+# round-trip cases (benches/interleaved.rs).
 #
 # With RUNS=n (default 1) it runs every criterion group n times and prints, for each case,
 # the median over the runs, and for each ratio the median of the per-run ratios with their
@@ -35,9 +35,10 @@ for run in $(seq 1 "$runs"); do
     done
     mv target/criterion "$results/run$run"
 done
-# The per-item and MPMC cases again, shmlane and its baseline taking turns trial by trial,
-# in rounds of fresh processes (see benches/interleaved.rs): a change in the machine's
-# speed hits both sides of each ratio, and no one process's draw of memory decides it.
+# The per-item, MPMC and busy-polling round-trip cases again, shmlane and its baseline
+# taking turns trial by trial, in rounds of fresh processes (see benches/interleaved.rs): a
+# change in the machine's speed hits both sides of each ratio, and no one process's draw of
+# memory decides it.
 cargo bench --bench interleaved >"$results/interleaved.md" 2>/dev/null ||
     { echo "cargo bench --bench interleaved failed" >&2; exit 1; }
 
@@ -107,8 +108,8 @@ if ratios:
 
 print()
 print("Interleaved A/B (`cargo bench --bench interleaved`, 24 rounds of 7 pairs, each round a")
-print("fresh process): median rates in M items/s, the median of all per-pair ratios with their")
-print("quartiles, and the quartiles of the rounds' medians")
+print("fresh process): median rates in M items/s (for rtt, M round trips/s), the median of all")
+print("per-pair ratios with their quartiles, and the quartiles of the rounds' medians")
 print()
 print("".join(l for l in open(os.path.join(os.environ["RESULTS"], "interleaved.md")) if l.startswith("|")), end="")
 
