@@ -35,10 +35,10 @@ for run in $(seq 1 "$runs"); do
     done
     mv target/criterion "$results/run$run"
 done
-# The per-item, MPMC and busy-polling round-trip cases again, shmlane and its baseline
-# taking turns trial by trial, in rounds of fresh processes (see benches/interleaved.rs): a
-# change in the machine's speed hits both sides of each ratio, and no one process's draw of
-# memory decides it.
+# The per-item, chunked, MPMC and busy-polling round-trip cases again, shmlane and its
+# baseline taking turns trial by trial, in rounds of fresh processes (see
+# benches/interleaved.rs): a change in the machine's speed hits both sides of each ratio,
+# and no one process's draw of memory decides it.
 cargo bench --bench interleaved >"$results/interleaved.md" 2>/dev/null ||
     { echo "cargo bench --bench interleaved failed" >&2; exit 1; }
 
