@@ -431,13 +431,14 @@ impl<T: Pod> Consumer<T> {
         // consumer keeps up with the producer: a call out of line there cost up to 8% of the
         // rate), or finds the ring empty with the producer there (most misses; the rest, and
         // one in 32 of those for the liveness probe, go out of line).
-        if !self.ring.has_cached() {
-            if let Err(tail) = self.ring.look() {
-                if self.ring.quiet(tail) && self.probe.quiet_miss() {
-                    return Err(TryPopError::Empty);
-                }
-                self.ready_slow(tail)?;
+        if self.ring.has_cached() {
+            return Ok(self.ring.take_cached());
+        }
+        if let Err(tail) = self.ring.look() {
+            if self.ring.quiet(tail) && self.probe.quiet_miss() {
+                return Err(TryPopError::Empty);
             }
+            self.ready_slow(tail)?;
         }
         Ok(self.ring.take())
     }
@@ -479,7 +480,10 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, PopError> {
         // As in `Producer::push_until`: a pop that need not wait costs what `try_pop`'s does.
-        if self.ring.has_cached() || self.ring.look().is_ok() {
+        if self.ring.has_cached() {
+            return Ok(self.ring.take_cached());
+        }
+        if self.ring.look().is_ok() {
             return Ok(self.ring.take());
         }
         self.pop_waiting(deadline)
