@@ -550,7 +550,7 @@ impl<T: Pod> Consumer<T> {
     /// from its slot. Only a look that finds one lone item copies the lane, and a pop takes
     /// that item right after it, so a cached item is never the lane's (and its slot holds it
     /// anyway). Not asking saves a load and a compare on each item of a batch: between two
-    /// threads, u64 items to a consumer that backs off went from 0.92x rtrb's rate to 1.02x.
+    /// threads, u64 items to a consumer that backs off went from 0.92x rtrb's rate to 1.01x.
     #[inline(always)]
     pub(crate) fn take_cached(&mut self) -> T {
         self.take_from(false)
