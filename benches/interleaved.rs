@@ -39,7 +39,7 @@ mod pair;
 #[allow(dead_code)] // the transports through the kernel are the `rtt` bench's
 mod pingpong;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Regime;
 use mpmc_harness::{run_processes, run_threads, ArrayQueue, Shmlane};
@@ -141,14 +141,8 @@ fn mpmc_array_queue<const PAIRS: usize>(regime: Regime, items: u64) -> Duration 
 /// makes its own start. Timed after as many trips again, which let both sides settle.
 fn round_trips(transport: Transport, trips: u64) -> Duration {
     let mut pinger = pingpong::start(transport);
-    for v in 1..=trips {
-        pinger.round_trip(v);
-    }
-    let start = Instant::now();
-    for v in trips + 1..=2 * trips {
-        pinger.round_trip(v);
-    }
-    start.elapsed()
+    pinger.time_round_trips(1..=trips);
+    pinger.time_round_trips(trips + 1..=2 * trips)
 }
 
 /// A case: its name, the baseline's name, and the two runs, each given the item count.

@@ -10,7 +10,7 @@ mod affinity;
 #[path = "../examples/common/pingpong.rs"]
 mod pingpong;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pingpong::Transport;
@@ -20,13 +20,7 @@ fn rtt(c: &mut Criterion) {
     for transport in Transport::ALL {
         let mut pinger = pingpong::start(transport);
         group.bench_function(transport.name(), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for i in 1..=iters {
-                    pinger.round_trip(i);
-                }
-                start.elapsed()
-            })
+            b.iter_custom(|iters| pinger.time_round_trips(1..=iters))
         });
     }
     group.finish();

@@ -1,8 +1,10 @@
 //! Two-process ping-pong of one u64 over several transports, for the `rtt` bench and the
 //! `latency` example: the parent sends, a forked child echoes, the parent waits for the echo.
 
+use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use shmlane::{spsc, Backing, PopError, WaitMode};
 
@@ -246,6 +248,15 @@ pub fn start(transport: Transport) -> Pinger {
 }
 
 impl Pinger {
+    /// Sends each of `values` in turn and waits for its echo; how long they all took.
+    pub fn time_round_trips(&mut self, values: RangeInclusive<u64>) -> Duration {
+        let start = Instant::now();
+        for v in values {
+            self.round_trip(v);
+        }
+        start.elapsed()
+    }
+
     /// Sends `v` (non-zero, not u64::MAX) and waits for it to come back.
     #[inline]
     pub fn round_trip(&mut self, v: u64) {
