@@ -1,6 +1,7 @@
 //! Replays the fuzz corpus (`fuzz/corpus/<target>/`) and the regression inputs
 //! (`fuzz/regressions/<target>/`) through the fuzz targets' checks, on the stable toolchain:
 //! every input the fuzzer kept, and every one that once found a bug, still passes.
+#![cfg(not(shmlane_loom))]
 
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
