@@ -587,6 +587,8 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Pops as many values as are ready into the front of `out`, with one publication.
+    /// Unlike a read chunk, no prefetch of the slots' lines: the copy out ran level with one
+    /// (u64 slices of 256 between two threads, 0.98x-1.01x the rate, three runs).
     #[inline]
     pub(crate) fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, Corruption> {
         let n = self.available(out.len())?.min(out.len());
