@@ -23,7 +23,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     for transport in Transport::ALL {
         let mut pinger = pingpong::start(transport);
-        // Warm-up, untimed: both sides settle before the histogram starts.
+        // Warm-up, its time dropped: both sides settle before the histogram starts.
         pinger.time_round_trips(1..=rounds / 10);
         // 1 ns to 60 s, 3 significant digits.
         let mut hist =
